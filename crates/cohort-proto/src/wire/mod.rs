@@ -1,0 +1,11 @@
+//! Byte formats spoken on the wire.
+//!
+//! Each format has an encoder and a decoder. Decoders take the received bytes as
+//! [`bytes::Bytes`] and return views into them, so decoding never copies a payload and
+//! never allocates more than the input already holds.
+
+pub mod tribes;
+
+mod reader;
+
+pub use reader::DecodeError;
