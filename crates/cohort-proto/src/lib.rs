@@ -24,4 +24,7 @@ pub mod channel;
 pub mod membership;
 pub mod wire;
 
+pub use membership::{
+    DisappearReason, Member, MemberId, Membership, MembershipConfig, MembershipEvent,
+};
 pub use wire::DecodeError;
