@@ -15,6 +15,8 @@ mod channel_data;
 pub mod frame;
 mod member;
 mod options;
+#[cfg(test)]
+mod proptests;
 
 pub use channel_data::{ChannelData, ChannelDataLimits, encode_data_frame};
 pub use member::{MEMBER_BEGIN, MEMBER_END, MemberLimits, MemberRecord, SHUTDOWN_COMMAND};
