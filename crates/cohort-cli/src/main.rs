@@ -1,1 +1,64 @@
-fn main() {}
+//! The `cohort` command-line tool.
+
+mod demo;
+mod node;
+mod output;
+mod perf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Group communication for Rust: run cluster nodes, a demo cluster and benchmarks.
+#[derive(Parser)]
+#[command(name = "cohort", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node: print events, send every line read from stdin to all members.
+    Node(node::NodeArgs),
+    /// Start three nodes on this machine and show discovery, messages and a member leaving.
+    Demo(demo::DemoArgs),
+    /// Measure ACKed send throughput and latency against baselines.
+    Perf(perf::PerfArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("COHORT_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cohort: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Perf(args) => perf::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cohort: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors reported by the commands.
+type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;

@@ -1,1 +1,47 @@
-//! placeholder
+//! cohort: group communication for Rust.
+//!
+//! A set of processes forms a cluster: they find each other by multicast heartbeats,
+//! keep a list of live members, and send each other messages that every destination
+//! acknowledges. The wire formats are Apache Tomcat Tribes', byte for byte, so a cohort
+//! node and a Tomcat 10 Tribes node work in the same cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use cohort::{Config, Event, Node, SendOptions};
+//!
+//! let (node, mut events) = Node::start(Config::with_domain("demo")).await?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::MemberAdded(m) => {
+//!             node.send(&[m], "hi", SendOptions::USE_ACK).await?;
+//!         }
+//!         Event::MemberDisappeared { member, reason } => println!("{member} left: {reason:?}"),
+//!         Event::Message(msg) => println!("{}: {:?}", msg.from, msg.data),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The protocols themselves live in [`cohort_proto`], a deterministic core without I/O;
+//! this crate drives them with tokio sockets and timers.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, rustdoc::broken_intra_doc_links)]
+
+mod config;
+mod error;
+mod event;
+mod heartbeat;
+mod node;
+mod shared;
+mod transport;
+
+pub use cohort_proto::channel::FailureReason;
+pub use cohort_proto::wire::tribes::SendOptions;
+pub use cohort_proto::{DisappearReason, Member, MemberId};
+pub use config::{Config, ConfigError, MulticastConfig};
+pub use error::{SendError, StartError};
+pub use event::{Event, Events, Message};
+pub use node::{Node, NodeStats, SendReport};
+
+/// The protocol core, re-exported for users who drive it themselves.
+pub use cohort_proto as proto;

@@ -1,0 +1,133 @@
+//! `cohort node`: one node in the foreground.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use clap::Args;
+use cohort::{Config, Event, MulticastConfig, Node, SendOptions};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::CliResult;
+use crate::output::Printer;
+
+/// Options of `cohort node`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct NodeArgs {
+    /// Cluster name; members of other domains are ignored.
+    #[arg(long, default_value = "")]
+    pub(crate) domain: String,
+    /// Address to receive on and advertise.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) bind: IpAddr,
+    /// First TCP port to try (the next free one up to +100 is taken); 0 = any.
+    #[arg(long, default_value_t = 4000)]
+    pub(crate) port: u16,
+    /// Multicast group.
+    #[arg(long, default_value = "228.0.0.4")]
+    pub(crate) mcast_group: Ipv4Addr,
+    /// Multicast port.
+    #[arg(long, default_value_t = 45564)]
+    pub(crate) mcast_port: u16,
+    /// Interface (IPv4 address) for multicast; defaults to the bind address.
+    #[arg(long)]
+    pub(crate) mcast_interface: Option<Ipv4Addr>,
+    /// Multicast TTL.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) ttl: u32,
+    /// Application metadata published with the member.
+    #[arg(long, default_value = "")]
+    pub(crate) payload: String,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) heartbeat_ms: u64,
+    /// Drop a silent member after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) drop_time_ms: u64,
+    /// ACK timeout in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) ack_timeout_ms: u64,
+    /// Accept members of every domain (Tomcat's behaviour).
+    #[arg(long)]
+    pub(crate) no_domain_filter: bool,
+    /// Ask receivers to ACK only after their application handled the message.
+    #[arg(long)]
+    pub(crate) sync_ack: bool,
+    /// Reject (failure-ACK) received messages whose text equals this.
+    #[arg(long)]
+    pub(crate) fail_on: Option<String>,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl NodeArgs {
+    pub(crate) fn config(&self) -> Config {
+        Config {
+            domain: self.domain.clone().into(),
+            payload: self.payload.clone().into(),
+            bind: self.bind,
+            port: self.port,
+            multicast: MulticastConfig {
+                group: self.mcast_group,
+                port: self.mcast_port,
+                interface: self.mcast_interface,
+                ttl: self.ttl,
+            },
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
+            drop_time: Duration::from_millis(self.drop_time_ms),
+            ack_timeout: Duration::from_millis(self.ack_timeout_ms),
+            domain_filter: !self.no_domain_filter,
+            ..Config::default()
+        }
+    }
+}
+
+pub(crate) async fn run(args: NodeArgs) -> CliResult {
+    let printer = Printer { json: args.json };
+    let (node, mut events) = Node::start(args.config()).await?;
+    printer.started(node.local_member());
+    let options = if args.sync_ack {
+        SendOptions::USE_ACK | SendOptions::SYNCHRONIZED_ACK
+    } else {
+        SendOptions::USE_ACK
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sends = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::MemberAdded(m)) => printer.member_added(&m),
+                Some(Event::MemberDisappeared { member, reason }) => printer.member_disappeared(&member, reason),
+                Some(Event::Message(msg)) => {
+                    printer.message(&msg);
+                    if args.fail_on.as_deref().is_some_and(|f| f.as_bytes() == msg.data.as_ref()) {
+                        msg.reject();
+                    } else {
+                        msg.accept();
+                    }
+                }
+                None => break,
+            },
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => {
+                    let node = node.clone();
+                    sends.spawn(async move {
+                        let result = node.send_to_all(line.clone(), options).await;
+                        printer.send_result(&line, &result);
+                    });
+                }
+                // End of input: keep running until a signal (a node is a service).
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+            Some(_) = sends.join_next(), if !sends.is_empty() => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    node.shutdown().await;
+    printer.stopped();
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! How events are printed: human-readable lines, or one JSON object per line.
+
+use cohort::{DisappearReason, Member, SendError, SendReport};
+use serde_json::{Value, json};
+
+/// Prints events as text or as JSON lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Printer {
+    pub(crate) json: bool,
+}
+
+pub(crate) fn member_json(m: &Member) -> Value {
+    json!({ "id": m.id.to_hex(), "host": m.addr.ip().to_string(), "port": m.addr.port() })
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Printer {
+    fn emit(&self, value: Value, human: String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{human}");
+        }
+    }
+
+    pub(crate) fn started(&self, m: &Member) {
+        let mut v = member_json(m);
+        v["event"] = json!("started");
+        v["domain"] = json!(text(&m.domain));
+        self.emit(v, format!("started as {} (id {})", m.addr, m.id));
+    }
+
+    pub(crate) fn member_added(&self, m: &Member) {
+        let mut v = member_json(m);
+        v["event"] = json!("member_added");
+        v["domain"] = json!(text(&m.domain));
+        v["payload"] = json!(text(&m.payload));
+        self.emit(v, format!("+ member {} joined (id {})", m.addr, m.id));
+    }
+
+    pub(crate) fn member_disappeared(&self, m: &Member, reason: DisappearReason) {
+        let mut v = member_json(m);
+        v["event"] = json!("member_disappeared");
+        v["reason"] = json!(reason.as_str());
+        self.emit(v, format!("- member {} left: {}", m.addr, reason.as_str()));
+    }
+
+    pub(crate) fn message(&self, msg: &cohort::Message) {
+        let mut v = member_json(&msg.from);
+        let from = v
+            .as_object_mut()
+            .and_then(|o| o.remove("id"))
+            .unwrap_or_default();
+        v["event"] = json!("message");
+        v["from"] = from;
+        v["options"] = json!(msg.options.0);
+        v["data"] = json!(text(&msg.data));
+        self.emit(v, format!("{}: {}", msg.from.addr, text(&msg.data)));
+    }
+
+    pub(crate) fn send_result(&self, data: &str, result: &Result<SendReport, SendError>) {
+        let (acked, failed) = match result {
+            Ok(r) => (r.acked.clone(), Vec::new()),
+            Err(e) => (e.acked.clone(), e.failed.clone()),
+        };
+        let v = json!({
+            "event": "send_result",
+            "data": data,
+            "acked": acked.iter().map(member_json).collect::<Vec<_>>(),
+            "failed": failed.iter().map(|(m, r)| {
+                let mut v = member_json(m);
+                v["reason"] = json!(r.to_string());
+                v
+            }).collect::<Vec<_>>(),
+        });
+        let mut human = format!("sent {data:?}: acked by {}", acked.len());
+        for (m, r) in &failed {
+            human.push_str(&format!("; FAILED {}: {r}", m.addr));
+        }
+        self.emit(v, human);
+    }
+
+    pub(crate) fn stopped(&self) {
+        self.emit(json!({ "event": "stopped" }), "stopped".into());
+    }
+}

@@ -1,0 +1,161 @@
+//! Node configuration with documented defaults.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Everything a node needs to start. `Config::default()` is a working single-machine
+/// setup: Tribes' multicast group and timings, a receiver on 127.0.0.1 from port 4000 up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The cluster name. Members of other domains are ignored when
+    /// [`domain_filter`](Self::domain_filter) is on. Default: empty (Tribes' default).
+    pub domain: Bytes,
+    /// Application metadata published to the other members. Default: empty.
+    pub payload: Bytes,
+    /// Address the TCP receiver binds to and that other members connect to. It must be a
+    /// concrete address, since it is advertised. Default: 127.0.0.1, so nothing leaves
+    /// the machine unless asked to.
+    pub bind: IpAddr,
+    /// First TCP port tried for the receiver; 0 lets the system pick. Default: 4000
+    /// (Tribes' `NioReceiver` default).
+    pub port: u16,
+    /// How many ports above [`port`](Self::port) to try when it is taken (Tribes'
+    /// `autoBind`). Default: 100.
+    pub port_range: u16,
+    /// Multicast discovery and heartbeat settings.
+    pub multicast: MulticastConfig,
+    /// How often the local member is announced. Default: 500 ms (Tribes).
+    pub heartbeat_interval: Duration,
+    /// How long a silent member stays in the list. Default: 3000 ms (Tribes).
+    pub drop_time: Duration,
+    /// Ignore members whose domain differs from ours. Tomcat does not filter; cohort does
+    /// by default. Default: true.
+    pub domain_filter: bool,
+    /// How long a send waits for each member's ACK. Default: 3000 ms (Tribes).
+    pub ack_timeout: Duration,
+    /// How many times a failed destination is tried again. Default: 1 (Tribes).
+    pub retries: u32,
+    /// How long to wait for a TCP connection to a member. Default: 3000 ms.
+    pub connect_timeout: Duration,
+    /// Largest message accepted from the network, in bytes. Larger frames close the
+    /// connection. Default: 64 MiB.
+    pub max_message_size: usize,
+    /// How many frames may wait for their ACK on one connection before new sends wait.
+    /// Default: 4096.
+    pub max_in_flight_per_member: usize,
+    /// Capacity of the event stream. When the application falls behind, receivers stop
+    /// reading from their connections (back-pressure) rather than buffer without bound.
+    /// Membership events are never dropped. Default: 1024.
+    pub event_capacity: usize,
+}
+
+/// Multicast group settings for discovery and heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MulticastConfig {
+    /// The group. Default: 228.0.0.4 (Tribes).
+    pub group: Ipv4Addr,
+    /// The UDP port. Default: 45564 (Tribes).
+    pub port: u16,
+    /// The interface (by its IPv4 address) to send and receive on. `None` uses the
+    /// [`bind`](Config::bind) address when it is IPv4. Default: `None`.
+    pub interface: Option<Ipv4Addr>,
+    /// Time-to-live of heartbeats: 1 keeps them on the local network. Default: 1.
+    pub ttl: u32,
+}
+
+impl Default for MulticastConfig {
+    fn default() -> Self {
+        Self {
+            group: Ipv4Addr::new(228, 0, 0, 4),
+            port: 45564,
+            interface: None,
+            ttl: 1,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            domain: Bytes::new(),
+            payload: Bytes::new(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 4000,
+            port_range: 100,
+            multicast: MulticastConfig::default(),
+            heartbeat_interval: Duration::from_millis(500),
+            drop_time: Duration::from_millis(3000),
+            domain_filter: true,
+            ack_timeout: Duration::from_millis(3000),
+            retries: 1,
+            connect_timeout: Duration::from_millis(3000),
+            max_message_size: 64 * 1024 * 1024,
+            max_in_flight_per_member: 4096,
+            event_capacity: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// A default configuration for the given domain.
+    pub fn with_domain(domain: impl Into<Bytes>) -> Self {
+        Self {
+            domain: domain.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings that cannot work, before anything is started.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.bind.is_unspecified() {
+            return Err(ConfigError::UnspecifiedBind);
+        }
+        if !self.multicast.group.is_multicast() {
+            return Err(ConfigError::NotMulticast(self.multicast.group));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::Zero("heartbeat_interval"));
+        }
+        if self.drop_time <= self.heartbeat_interval {
+            return Err(ConfigError::DropTimeTooShort);
+        }
+        if self.ack_timeout.is_zero() {
+            return Err(ConfigError::Zero("ack_timeout"));
+        }
+        if self.max_in_flight_per_member == 0 {
+            return Err(ConfigError::Zero("max_in_flight_per_member"));
+        }
+        if self.event_capacity == 0 {
+            return Err(ConfigError::Zero("event_capacity"));
+        }
+        Ok(())
+    }
+
+    /// The interface multicast traffic uses.
+    pub(crate) fn multicast_interface(&self) -> Ipv4Addr {
+        match (self.multicast.interface, self.bind) {
+            (Some(i), _) => i,
+            (None, IpAddr::V4(v4)) => v4,
+            (None, IpAddr::V6(_)) => Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+/// A setting that cannot work. Nothing was started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `bind` is 0.0.0.0 or `::`; other members could not connect to it.
+    #[error("bind address must be a concrete address other members can reach, not unspecified")]
+    UnspecifiedBind,
+    /// The group address is not a multicast address.
+    #[error("{0} is not a multicast address")]
+    NotMulticast(Ipv4Addr),
+    /// A duration or count that must be positive is zero.
+    #[error("{0} must not be zero")]
+    Zero(&'static str),
+    /// Members would be dropped between two heartbeats.
+    #[error("drop_time must be longer than heartbeat_interval")]
+    DropTimeTooShort,
+}

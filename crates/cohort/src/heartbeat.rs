@@ -1,0 +1,130 @@
+//! Drives the membership core with a multicast socket and a timer.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cohort_proto::membership::DatagramError;
+use cohort_proto::{Membership, MembershipEvent};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::event::Event;
+use crate::shared::Shared;
+
+/// Largest datagram read. A member record is far smaller; anything bigger is malformed.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Commands from the node handle to the heartbeat task.
+pub(crate) enum Command {
+    /// Announce the shutdown, then stop; the sender is answered once the packet is sent.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Opens the multicast socket the way Tribes does: bound to the group address and port
+/// (so heartbeats leave from the group port and only the group's datagrams arrive), shared
+/// with other nodes on the same host, joined on the configured interface.
+pub(crate) fn open_socket(config: &Config) -> std::io::Result<UdpSocket> {
+    let group = config.multicast.group;
+    let interface = config.multicast_interface();
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(group, config.multicast.port)).into())?;
+    socket.join_multicast_v4(&group, &interface)?;
+    if interface != Ipv4Addr::UNSPECIFIED {
+        socket.set_multicast_if_v4(&interface)?;
+    }
+    socket.set_multicast_ttl_v4(config.multicast.ttl)?;
+    // Other nodes on this host must hear us too.
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// The heartbeat task: one per node.
+pub(crate) async fn run(
+    mut core: Membership,
+    socket: UdpSocket,
+    group: SocketAddr,
+    mut commands: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let start = Instant::now();
+    let start_std = std::time::Instant::now();
+    // The core works in std time; map tokio's (possibly paused) clock onto it.
+    let to_std = |t: Instant| start_std + (t - start);
+    let from_std = |t: std::time::Instant| start + t.saturating_duration_since(start_std);
+    core.handle_timeout(to_std(Instant::now()));
+    loop {
+        let mut sent_beat = false;
+        while let Some(datagram) = core.poll_transmit() {
+            sent_beat = true;
+            if let Err(e) = socket.send_to(&datagram, group).await {
+                warn!(error = %e, %group, "cannot send heartbeat");
+            }
+        }
+        if sent_beat {
+            shared.set_sender_record(core.local_record(to_std(Instant::now())).to_bytes());
+        }
+        let mut changed = false;
+        while let Some(event) = core.poll_event() {
+            changed = true;
+            let event = match event {
+                MembershipEvent::MemberAdded(m) => Event::MemberAdded(m),
+                MembershipEvent::MemberDisappeared { member, reason } => {
+                    shared.peers.remove(&member.id);
+                    Event::MemberDisappeared { member, reason }
+                }
+            };
+            let _ = events.send(event);
+        }
+        if changed {
+            shared.publish_members(core.members().cloned().collect());
+        }
+        shared.set_membership_stats(core.stats());
+
+        let deadline = core.poll_timeout().map(from_std);
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, from)) => {
+                    let datagram = Bytes::copy_from_slice(&buf[..n]);
+                    match core.handle_datagram(to_std(Instant::now()), &datagram) {
+                        Ok(()) => {}
+                        Err(DatagramError::ForeignDomain) => {
+                            debug!(%from, "ignored heartbeat of another domain");
+                        }
+                        Err(e) => warn!(%from, len = n, error = %e, "dropped malformed membership packet"),
+                    }
+                }
+                Err(e) => warn!(error = %e, "multicast receive failed"),
+            },
+            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                core.handle_timeout(to_std(Instant::now()));
+            }
+            command = commands.recv() => match command {
+                Some(Command::Shutdown(done)) => {
+                    core.shutdown(to_std(Instant::now()));
+                    while let Some(datagram) = core.poll_transmit() {
+                        if let Err(e) = socket.send_to(&datagram, group).await {
+                            warn!(error = %e, "cannot send shutdown announcement");
+                        }
+                    }
+                    shared.set_membership_stats(core.stats());
+                    let _ = done.send(());
+                    return;
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400)
+}

@@ -1,0 +1,185 @@
+//! The TCP receiver (Tribes `NioReceiver`): accepts connections from members, splits each
+//! byte stream into frames, delivers messages and writes the replies back in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use cohort_proto::Member;
+use cohort_proto::wire::tribes::frame::{FRAME_OVERHEAD, FrameDecoder, Reply};
+use cohort_proto::wire::tribes::{ChannelData, ChannelDataLimits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::event::{Event, Message};
+use crate::shared::{Counters, Shared};
+
+/// Replies that may wait for the writer, per connection, before the reader pauses.
+const REPLY_QUEUE: usize = 4096;
+
+/// A reply the writer must send, in frame order.
+enum PendingReply {
+    /// Known at once (ACK on receipt).
+    Ready(Reply),
+    /// Known when the application is done with the message (synchronized ACK).
+    Waiting(oneshot::Receiver<Reply>),
+}
+
+/// Accepts connections until the task is aborted; aborting it closes every connection.
+pub(crate) async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+    max_message: usize,
+) {
+    let mut connections = JoinSet::new();
+    let limits = ChannelDataLimits {
+        max_message,
+        ..ChannelDataLimits::default()
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    Counters::bump(&shared.counters.connections_accepted);
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve(stream, peer, shared.clone(), events.clone(), limits));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+    limits: ChannelDataLimits,
+) {
+    let (mut reader, writer) = stream.into_split();
+    let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
+    let writer = tokio::spawn(write_replies(writer, replies_rx));
+    let decoder = FrameDecoder::new(
+        limits.max_message + limits.max_sender + limits.max_unique_id + FRAME_OVERHEAD,
+    );
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'read: loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                debug!(%peer, error = %e, "receiver connection failed");
+                break;
+            }
+        }
+        loop {
+            let body = match decoder.decode(&mut buf) {
+                Ok(Some(body)) => body,
+                Ok(None) => break,
+                Err(e) => {
+                    Counters::bump(&shared.counters.malformed_frames);
+                    warn!(%peer, error = %e, "closing connection: not Tribes framing");
+                    break 'read;
+                }
+            };
+            let data = match ChannelData::decode(&body, &limits) {
+                Ok(data) => data,
+                Err(e) => {
+                    Counters::bump(&shared.counters.malformed_frames);
+                    warn!(%peer, error = %e, "closing connection: malformed message");
+                    break 'read;
+                }
+            };
+            let from = match Member::from_record(&data.sender) {
+                Ok(m) => m,
+                Err(e) => {
+                    Counters::bump(&shared.counters.malformed_frames);
+                    warn!(%peer, error = %e, "closing connection: message from an impossible member");
+                    break 'read;
+                }
+            };
+            Counters::bump(&shared.counters.messages_received);
+            // Tribes' order: an ordinary ACK is written when the frame is read, before
+            // delivery; a synchronized one after the application handled the message.
+            let mut reply = None;
+            if data.options.wants_sync_ack() {
+                let (tx, rx) = oneshot::channel();
+                reply = Some(tx);
+                if replies_tx.send(PendingReply::Waiting(rx)).await.is_err() {
+                    break 'read;
+                }
+            } else if data.options.wants_ack()
+                && replies_tx
+                    .send(PendingReply::Ready(Reply::Ack))
+                    .await
+                    .is_err()
+            {
+                break 'read;
+            }
+            let message = Message::new(from, data.message, data.options, data.timestamp_ms, reply);
+            // If the application dropped its event stream, the message is dropped here
+            // and, being dropped, acknowledged.
+            let _ = events.send(Event::Message(message)).await;
+        }
+    }
+    drop(replies_tx);
+    // Let the replies already owed go out before the connection closes.
+    let _ = writer.await;
+}
+
+async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<PendingReply>) {
+    let mut out = BytesMut::with_capacity(4096);
+    let mut held = None;
+    loop {
+        let first = match held.take() {
+            Some(reply) => reply,
+            None => match replies.recv().await {
+                Some(reply) => reply,
+                None => break,
+            },
+        };
+        out.put_slice(resolve(first).await.frame());
+        // Batch every reply already known into one write; stop at the first one still
+        // waiting for the application, so the ones before it are not held back.
+        while let Ok(next) = replies.try_recv() {
+            match next {
+                PendingReply::Ready(r) => out.put_slice(r.frame()),
+                PendingReply::Waiting(mut rx) => match rx.try_recv() {
+                    Ok(r) => out.put_slice(r.frame()),
+                    Err(oneshot::error::TryRecvError::Closed) => out.put_slice(Reply::Ack.frame()),
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        held = Some(PendingReply::Waiting(rx));
+                        break;
+                    }
+                },
+            }
+        }
+        if let Err(e) = writer.write_all(&out).await {
+            debug!(error = %e, "cannot write replies");
+            return;
+        }
+        out.clear();
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn resolve(reply: PendingReply) -> Reply {
+    match reply {
+        PendingReply::Ready(r) => r,
+        // A message is acknowledged when dropped, so a closed channel means "accepted".
+        PendingReply::Waiting(rx) => rx.await.unwrap_or(Reply::Ack),
+    }
+}

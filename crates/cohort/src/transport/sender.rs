@@ -1,0 +1,295 @@
+//! The parallel sender (Tribes `PooledParallelSender`): one persistent connection per
+//! member, each driven by its own task.
+//!
+//! A connection task writes whole frames from its queue (so frames never interleave) and
+//! pairs the replies with them through an [`AckQueue`]. It does not wait for one ACK
+//! before writing the next frame: replies come back in frame order, so several frames can
+//! be in flight at once (up to `max_in_flight`), which is what lets many concurrent sends
+//! share one connection at full speed. A late ACK, a broken connection or a reply that
+//! makes no sense closes the connection and fails every frame in flight on it; the next
+//! frame reconnects.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use cohort_proto::channel::{AckQueue, FailureReason};
+use cohort_proto::wire::tribes::frame::{FrameDecoder, Reply};
+use cohort_proto::{Member, MemberId};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::debug;
+
+/// Frames queued per member before `send` waits.
+const QUEUE_PER_MEMBER: usize = 1024;
+/// Unwritten bytes per connection before the task stops taking new frames.
+const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Replies are 21-byte frames; anything much longer is not a reply.
+const MAX_REPLY_BODY: usize = 64;
+
+/// The outcome of one frame to one member.
+pub(crate) type FrameResult = Result<(), FailureReason>;
+
+/// One frame for one member.
+pub(crate) struct Outgoing {
+    pub(crate) frame: Bytes,
+    pub(crate) wants_ack: bool,
+    pub(crate) done: oneshot::Sender<FrameResult>,
+}
+
+/// Settings shared by every connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerSettings {
+    pub(crate) ack_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_in_flight: usize,
+}
+
+/// The connections of one node, by member.
+pub(crate) struct Peers {
+    queues: Mutex<HashMap<MemberId, mpsc::Sender<Outgoing>>>,
+    settings: PeerSettings,
+}
+
+impl Peers {
+    pub(crate) fn new(settings: PeerSettings) -> Self {
+        Self {
+            queues: Mutex::new(HashMap::new()),
+            settings,
+        }
+    }
+
+    /// Sends one frame to `member` and waits for its outcome.
+    pub(crate) async fn submit(
+        &self,
+        member: &Member,
+        frame: Bytes,
+        wants_ack: bool,
+    ) -> FrameResult {
+        let queue = self.queue(member);
+        let (done, outcome) = oneshot::channel();
+        let lost = || FailureReason::ConnectionLost("connection closed".into());
+        queue
+            .send(Outgoing {
+                frame,
+                wants_ack,
+                done,
+            })
+            .await
+            .map_err(|_| lost())?;
+        outcome.await.unwrap_or_else(|_| Err(lost()))
+    }
+
+    /// Forgets a member: its connection closes once the frames in flight are answered.
+    pub(crate) fn remove(&self, id: &MemberId) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Forgets every member.
+    pub(crate) fn clear(&self) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn queue(&self, member: &Member) -> mpsc::Sender<Outgoing> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = queues.get(&member.id)
+            && !queue.is_closed()
+        {
+            return queue.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_PER_MEMBER);
+        tokio::spawn(run_peer(member.addr, rx, self.settings));
+        queues.insert(member.id, tx.clone());
+        tx
+    }
+}
+
+/// Connects when there is something to send, keeps the connection while it works,
+/// reconnects after a failure, and ends when the member is forgotten.
+async fn run_peer(addr: SocketAddr, mut queue: mpsc::Receiver<Outgoing>, settings: PeerSettings) {
+    loop {
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let stream = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(%addr, error = %e, "connect failed");
+                fail_queued(first, &mut queue, FailureReason::Connect(e.to_string()));
+                continue;
+            }
+            Err(_) => {
+                debug!(%addr, "connect timed out");
+                fail_queued(
+                    first,
+                    &mut queue,
+                    FailureReason::Connect("timed out".into()),
+                );
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection::new(stream, settings);
+        conn.enqueue(first);
+        match conn.run(&mut queue).await {
+            Ok(()) => return,
+            Err(reason) => {
+                debug!(%addr, %reason, "connection closed");
+                conn.fail_all(&reason);
+            }
+        }
+    }
+}
+
+/// Fails `first` and every frame already queued behind it: they would hit the same fault.
+fn fail_queued(first: Outgoing, queue: &mut mpsc::Receiver<Outgoing>, reason: FailureReason) {
+    let _ = first.done.send(Err(reason.clone()));
+    while let Ok(next) = queue.try_recv() {
+        let _ = next.done.send(Err(reason.clone()));
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    settings: PeerSettings,
+    acks: AckQueue<oneshot::Sender<FrameResult>>,
+    /// Frames sent without ACK: done once their bytes left the write buffer.
+    unacked_writes: Vec<oneshot::Sender<FrameResult>>,
+    write_buf: BytesMut,
+    read_buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, settings: PeerSettings) -> Self {
+        Self {
+            stream,
+            settings,
+            acks: AckQueue::new(),
+            unacked_writes: Vec::new(),
+            write_buf: BytesMut::with_capacity(64 * 1024),
+            read_buf: BytesMut::with_capacity(4096),
+            decoder: FrameDecoder::new(MAX_REPLY_BODY),
+        }
+    }
+
+    fn can_take(&self) -> bool {
+        self.acks.len() < self.settings.max_in_flight && self.write_buf.len() < WRITE_HIGH_WATER
+    }
+
+    fn enqueue(&mut self, out: Outgoing) {
+        self.write_buf.extend_from_slice(&out.frame);
+        if out.wants_ack {
+            let deadline = Instant::now() + self.settings.ack_timeout;
+            self.acks.push(out.done, deadline.into_std());
+        } else {
+            self.unacked_writes.push(out.done);
+        }
+    }
+
+    /// Runs until the queue is closed and everything is answered (`Ok`), or the
+    /// connection fails (`Err`, with the reason to give every frame in flight).
+    async fn run(&mut self, queue: &mut mpsc::Receiver<Outgoing>) -> Result<(), FailureReason> {
+        let mut queue_open = true;
+        loop {
+            if !queue_open && self.acks.is_empty() && self.write_buf.is_empty() {
+                return Ok(());
+            }
+            let deadline = self.acks.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                ready = self.stream.readable() => {
+                    ready.map_err(lost)?;
+                    self.read_replies()?;
+                }
+                ready = self.stream.writable(), if !self.write_buf.is_empty() => {
+                    ready.map_err(lost)?;
+                    self.write_some()?;
+                }
+                next = queue.recv(), if queue_open && self.can_take() => match next {
+                    Some(out) => {
+                        self.enqueue(out);
+                        while self.can_take() {
+                            match queue.try_recv() {
+                                Ok(out) => self.enqueue(out),
+                                Err(_) => break,
+                            }
+                        }
+                        // Write at once rather than after another trip through select.
+                        self.write_some()?;
+                    }
+                    None => queue_open = false,
+                },
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    if self.acks.is_overdue(Instant::now().into_std()) {
+                        return Err(FailureReason::AckTimeout);
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_some(&mut self) -> Result<(), FailureReason> {
+        while !self.write_buf.is_empty() {
+            match self.stream.try_write(&self.write_buf) {
+                Ok(n) => self.write_buf.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(lost(e)),
+            }
+        }
+        for done in self.unacked_writes.drain(..) {
+            let _ = done.send(Ok(()));
+        }
+        Ok(())
+    }
+
+    fn read_replies(&mut self) -> Result<(), FailureReason> {
+        loop {
+            self.read_buf.reserve(4096);
+            match self.stream.try_read_buf(&mut self.read_buf) {
+                Ok(0) => return Err(FailureReason::ConnectionLost("closed by the member".into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(lost(e)),
+            }
+            while let Some(body) = self
+                .decoder
+                .decode(&mut self.read_buf)
+                .map_err(|e| FailureReason::Protocol(e.to_string()))?
+            {
+                let (done, reply) = self
+                    .acks
+                    .handle_reply(&body)
+                    .map_err(|e| FailureReason::Protocol(e.to_string()))?;
+                let _ = done.send(match reply {
+                    Reply::Ack => Ok(()),
+                    Reply::FailAck => Err(FailureReason::Rejected),
+                });
+            }
+        }
+    }
+
+    fn fail_all(&mut self, reason: &FailureReason) {
+        for done in self.acks.drain() {
+            let _ = done.send(Err(reason.clone()));
+        }
+        for done in self.unacked_writes.drain(..) {
+            let _ = done.send(Err(reason.clone()));
+        }
+        self.write_buf.clear();
+    }
+}
+
+fn lost(e: io::Error) -> FailureReason {
+    FailureReason::ConnectionLost(e.to_string())
+}
