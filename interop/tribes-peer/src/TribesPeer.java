@@ -46,6 +46,8 @@ public final class TribesPeer {
     static final class Opts {
         String domain = "";
         String bind = "127.0.0.1";
+        /** McastService mcastBindAddress; null = same as --bind; "none" = leave unset. */
+        String mcastBind = null;
         int port = 4000;
         String mcastGroup = "228.0.0.4";
         int mcastPort = 45564;
@@ -67,7 +69,7 @@ public final class TribesPeer {
 
     static void usage(PrintStream out) {
         out.println("usage: TribesPeer [--json] [--domain D] [--bind ADDR] [--port P]\n"
-                + "                  [--mcast-group G] [--mcast-port P] [--payload STR]\n"
+                + "                  [--mcast-group G] [--mcast-port P] [--mcast-bind ADDR|none] [--payload STR]\n"
                 + "                  [--sync-ack] [--fail-on TEXT] [--sink] [--no-stdin] [--quiet]\n"
                 + "                  [--bench-to N [--bench-size BYTES] [--bench-threads T]\n"
                 + "                   [--bench-count C] [--bench-sync-ack] [--bench-wait SECS]]");
@@ -81,6 +83,7 @@ public final class TribesPeer {
                 case "--domain": o.domain = need(args, ++i, a); break;
                 case "--bind": o.bind = need(args, ++i, a); break;
                 case "--port": o.port = Integer.parseInt(need(args, ++i, a)); break;
+                case "--mcast-bind": o.mcastBind = need(args, ++i, a); break;
                 case "--mcast-group": o.mcastGroup = need(args, ++i, a); break;
                 case "--mcast-port": o.mcastPort = Integer.parseInt(need(args, ++i, a)); break;
                 case "--payload": o.payload = need(args, ++i, a); break;
@@ -277,7 +280,10 @@ public final class TribesPeer {
         mcast.setAddress(opts.mcastGroup);
         mcast.setPort(opts.mcastPort);
         // McastService.setBind == setMcastBindAddress: sets the "mcastBindAddress" property.
-        mcast.setBind(opts.bind);
+        String mcastBind = opts.mcastBind == null ? opts.bind : opts.mcastBind;
+        if (!mcastBind.equals("none")) {
+            mcast.setBind(mcastBind);
+        }
         if (!opts.domain.isEmpty()) {
             mcast.setDomain(opts.domain.getBytes(StandardCharsets.UTF_8));
         }
@@ -292,6 +298,7 @@ public final class TribesPeer {
         channel.addMembershipListener(new MembershipListener() {
             @Override
             public void memberAdded(Member m) {
+                if (isLocal(m)) return;
                 emit("{\"event\":\"member_added\"," + memberFields(m)
                         + ",\"domain\":" + q(utf8(m.getDomain()))
                         + ",\"payload\":" + q(utf8(m.getPayload())) + "}");
@@ -299,6 +306,12 @@ public final class TribesPeer {
 
             @Override
             public void memberDisappeared(Member m) {
+                if (isLocal(m)) {
+                    // Tribes quirk: McastServiceImpl handles a shutdown datagram without checking
+                    // whether it is our own (looped back) one, so the local member "disappears".
+                    System.err.println("TribesPeer: ignoring memberDisappeared for the local member");
+                    return;
+                }
                 // Tribes passes the member record of the shutdown datagram (command = BABY-ALEX)
                 // for a graceful stop, and the last heartbeat's record on expiry.
                 String reason = Arrays.equals(m.getCommand(), Member.SHUTDOWN_PAYLOAD) ? "shutdown" : "timeout";
@@ -374,6 +387,11 @@ public final class TribesPeer {
         }
         stopChannel();
         System.exit(0);
+    }
+
+    static boolean isLocal(Member m) {
+        Member local = channel == null ? null : channel.getLocalMember(false);
+        return local != null && Arrays.equals(local.getUniqueId(), m.getUniqueId());
     }
 
     static void sendLine(String line) {
