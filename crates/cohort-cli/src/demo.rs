@@ -1,9 +1,222 @@
-//! `cohort demo`: placeholder replaced below.
-use crate::CliResult;
+//! `cohort demo`: a three-node cluster on this machine, narrated.
+//!
+//! The demo runs real processes (`cohort node --json`, started from this executable) so
+//! what it shows is what a deployment does: discovery by multicast on loopback, an ACKed
+//! message to everyone, a graceful leave, and a `kill -9` found by the heartbeat timeout.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
 use clap::Args;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+use crate::CliResult;
+
 /// Options of `cohort demo`.
 #[derive(Args, Debug)]
-pub(crate) struct DemoArgs {}
-pub(crate) async fn run(_args: DemoArgs) -> CliResult {
+pub(crate) struct DemoArgs {
+    /// Multicast port of the demo cluster (kept apart from a real Tribes cluster's 45564).
+    #[arg(long, default_value_t = 45600)]
+    mcast_port: u16,
+    /// First TCP port of the demo nodes.
+    #[arg(long, default_value_t = 4100)]
+    port: u16,
+}
+
+struct DemoNode {
+    child: Child,
+    stdin: ChildStdin,
+}
+
+type Line = (usize, Value);
+
+pub(crate) async fn run(args: DemoArgs) -> CliResult {
+    let exe = std::env::current_exe()?;
+    let names = ["alpha", "beta", "gamma"];
+    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+    let started = Instant::now();
+    let mut nodes = Vec::new();
+    let mut ids: HashMap<String, &'static str> = HashMap::new();
+    println!(
+        "cohort demo: three nodes on 127.0.0.1, multicast group 228.0.0.4:{}\n",
+        args.mcast_port
+    );
+    for (i, name) in names.iter().enumerate() {
+        let mut child = Command::new(&exe)
+            .args([
+                "node",
+                "--json",
+                "--domain",
+                "cohort-demo",
+                "--payload",
+                name,
+            ])
+            .args(["--port", &(args.port + i as u16 * 10).to_string()])
+            .args(["--mcast-port", &args.mcast_port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send((i, v));
+                }
+            }
+        });
+        nodes.push(DemoNode { child, stdin });
+    }
+    let stamp = |at: Instant| format!("{:>6.0} ms", (at - started).as_secs_f64() * 1000.0);
+
+    println!("1. Discovery: each node multicasts a heartbeat every 500 ms.");
+    let mut seen = 0;
+    while seen < 6 {
+        let (i, v) = next(&mut rx).await?;
+        match event(&v) {
+            "started" => {
+                ids.insert(str_of(&v, "id"), names[i]);
+                println!(
+                    "   {}  {} started on port {}",
+                    stamp(Instant::now()),
+                    names[i],
+                    v["port"]
+                );
+            }
+            "member_added" => {
+                seen += 1;
+                // Each demo node publishes its name as its payload.
+                println!(
+                    "   {}  {} sees {}",
+                    stamp(Instant::now()),
+                    names[i],
+                    str_of(&v, "payload")
+                );
+            }
+            _ => {}
+        }
+    }
+
+    println!("\n2. alpha sends \"hello cluster\" to every member and waits for their ACKs.");
+    nodes[0].stdin.write_all(b"hello cluster\n").await?;
+    let mut pending = 3;
+    while pending > 0 {
+        let (i, v) = next(&mut rx).await?;
+        match event(&v) {
+            "message" => {
+                pending -= 1;
+                println!(
+                    "   {}  {} received {:?}",
+                    stamp(Instant::now()),
+                    names[i],
+                    str_of(&v, "data")
+                );
+            }
+            "send_result" => {
+                pending -= 1;
+                println!(
+                    "   {}  alpha: acknowledged by {}",
+                    stamp(Instant::now()),
+                    names_of(&v["acked"], &ids)
+                );
+            }
+            _ => {}
+        }
+    }
+
+    println!("\n3. gamma leaves gracefully (SIGTERM): it announces its shutdown.");
+    let left = Instant::now();
+    signal(&nodes[2].child, "-TERM").await;
+    let mut pending = 2;
+    while pending > 0 {
+        let (i, v) = next(&mut rx).await?;
+        if event(&v) == "member_disappeared" {
+            pending -= 1;
+            println!(
+                "   {}  {} dropped gamma ({}), {} ms after it left",
+                stamp(Instant::now()),
+                names[i],
+                str_of(&v, "reason"),
+                left.elapsed().as_millis()
+            );
+        }
+    }
+
+    println!(
+        "\n4. beta is killed with SIGKILL: alpha notices when its heartbeats stop (drop time 3 s)."
+    );
+    let killed = Instant::now();
+    nodes[1].child.start_kill()?;
+    loop {
+        let (i, v) = next(&mut rx).await?;
+        if i == 0 && event(&v) == "member_disappeared" {
+            println!(
+                "   {}  alpha dropped beta ({}), {} ms after the kill",
+                stamp(Instant::now()),
+                str_of(&v, "reason"),
+                killed.elapsed().as_millis()
+            );
+            break;
+        }
+    }
+
+    println!("\n5. alpha is alone; it stops.");
+    signal(&nodes[0].child, "-TERM").await;
+    for node in &mut nodes {
+        let _ = tokio::time::timeout(Duration::from_secs(3), node.child.wait()).await;
+        let _ = node.child.start_kill();
+    }
+    println!("\ndone. Run `cohort node --help` to start nodes of your own.");
     Ok(())
+}
+
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<Line>,
+) -> Result<Line, Box<dyn std::error::Error + Send + Sync>> {
+    match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+        Ok(Some(line)) => Ok(line),
+        Ok(None) => Err("the demo nodes exited".into()),
+        Err(_) => Err("nothing happened for 10 s; is multicast on loopback blocked here?".into()),
+    }
+}
+
+fn event(v: &Value) -> &str {
+    v["event"].as_str().unwrap_or("")
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or("").to_string()
+}
+
+fn names_of(list: &Value, ids: &HashMap<String, &'static str>) -> String {
+    let names: Vec<&str> = list
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    ids.get(m["id"].as_str().unwrap_or(""))
+                        .copied()
+                        .unwrap_or("?")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.join(", ")
+}
+
+async fn signal(child: &Child, sig: &str) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
 }

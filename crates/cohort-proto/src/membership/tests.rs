@@ -55,7 +55,6 @@ fn first_heartbeat_is_due_at_start_and_peers_are_added_once() {
     assert_eq!(events(&mut a).len(), 1);
     // Later heartbeats refresh the member without new events.
     let t1 = t0 + Duration::from_millis(500);
-    assert_eq!(a.poll_timeout(), Some(t1));
     a.handle_timeout(t1);
     flush(&mut a, &mut [&mut b], t1);
     assert!(events(&mut b).is_empty());
@@ -263,4 +262,31 @@ fn simulated_lossy_cluster_discovers_and_drops() {
             );
         }
     }
+}
+
+#[test]
+fn a_newcomer_is_answered_at_once_not_a_whole_interval_later() {
+    let t0 = Instant::now();
+    let mut old = node(4000, 1, t0);
+    old.handle_timeout(t0);
+    let _ = old.poll_transmit();
+    // A newcomer starts 100 ms later; the old member's next beat is due at 500 ms.
+    let t1 = t0 + Duration::from_millis(100);
+    let mut new = node(4001, 2, t1);
+    new.handle_timeout(t1);
+    flush(&mut new, &mut [&mut old], t1);
+    assert_eq!(old.poll_timeout(), Some(t1), "answer due now");
+    old.handle_timeout(t1);
+    flush(&mut old, &mut [&mut new], t1);
+    assert!(
+        matches!(&events(&mut new)[..], [MembershipEvent::MemberAdded(m)] if m.id == MemberId([1; 16]))
+    );
+    // The rhythm resumes from the answer.
+    assert_eq!(old.poll_timeout(), Some(t1 + Duration::from_millis(500)));
+    // A second newcomer right after gets no extra beat (rate limit), only the regular one.
+    let t2 = t1 + Duration::from_millis(10);
+    let mut newer = node(4002, 3, t2);
+    newer.handle_timeout(t2);
+    flush(&mut newer, &mut [&mut old], t2);
+    assert_eq!(old.poll_timeout(), Some(t1 + Duration::from_millis(500)));
 }
