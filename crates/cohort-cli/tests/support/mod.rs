@@ -5,6 +5,7 @@
 //! Every test binary uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub(crate) mod cohort;
 pub(crate) mod netlab;
 pub(crate) mod proc;
 

@@ -246,6 +246,17 @@ impl Proc {
             .map(|l| l.json.expect("matched a JSON line"))
     }
 
+    /// Waits for the first JSON line with index >= `mark` matching `pred`; the returned
+    /// [`Line`] says when it was seen (`line.json` is `Some`).
+    pub(crate) fn wait_for_json_line(
+        &self,
+        mark: usize,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Result<Line, String> {
+        self.wait_for_line(mark, timeout, |l| l.json.as_ref().is_some_and(&mut pred))
+    }
+
     /// Waits for the first line (JSON or not) with index >= `mark` matching `pred`;
     /// the returned [`Line`] says when it was seen.
     pub(crate) fn wait_for_line(
