@@ -133,7 +133,6 @@ pub struct Membership {
     local_member: Member,
     started: Instant,
     next_beat: Option<Instant>,
-    last_beat: Option<Instant>,
     members: HashMap<MemberId, Entry>,
     events: VecDeque<MembershipEvent>,
     transmits: VecDeque<Bytes>,
@@ -152,7 +151,6 @@ impl Membership {
             local_member,
             started: now,
             next_beat: Some(now),
-            last_beat: None,
             members: HashMap::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -350,21 +348,14 @@ impl Membership {
     fn queue_heartbeat(&mut self, now: Instant) {
         self.transmits.push_back(self.local_record(now).to_bytes());
         self.stats.sent += 1;
-        self.last_beat = Some(now);
     }
 
     /// A newcomer has heard us only if our last beat came after it started listening.
     /// Beating again at once lets it see every member within one round trip instead of
-    /// up to a whole interval later (Tribes: ~350 ms). Several newcomers at once cost at
-    /// most one extra beat per tenth of the interval.
+    /// up to a whole interval later (Tribes: ~350 ms). It costs one extra datagram per
+    /// member per newcomer, once; newcomers heard before the answer goes out share it.
     fn answer_newcomer(&mut self, now: Instant) {
-        let Some(next) = self.next_beat else { return };
-        let min_gap = self.config.frequency / 10;
-        if self
-            .last_beat
-            .is_none_or(|last| now.saturating_duration_since(last) >= min_gap)
-            && next > now
-        {
+        if self.next_beat.is_some_and(|next| next > now) {
             self.next_beat = Some(now);
         }
     }

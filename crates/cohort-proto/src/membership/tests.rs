@@ -283,10 +283,15 @@ fn a_newcomer_is_answered_at_once_not_a_whole_interval_later() {
     );
     // The rhythm resumes from the answer.
     assert_eq!(old.poll_timeout(), Some(t1 + Duration::from_millis(500)));
-    // A second newcomer right after gets no extra beat (rate limit), only the regular one.
+    // Two newcomers heard before the answer goes out share one answer.
     let t2 = t1 + Duration::from_millis(10);
-    let mut newer = node(4002, 3, t2);
-    newer.handle_timeout(t2);
-    flush(&mut newer, &mut [&mut old], t2);
-    assert_eq!(old.poll_timeout(), Some(t1 + Duration::from_millis(500)));
+    for id in [3, 4] {
+        let mut newer = node(4000 + i32::from(id), id, t2);
+        newer.handle_timeout(t2);
+        flush(&mut newer, &mut [&mut old], t2);
+    }
+    assert_eq!(old.poll_timeout(), Some(t2));
+    old.handle_timeout(t2);
+    assert!(old.poll_transmit().is_some());
+    assert!(old.poll_transmit().is_none());
 }
