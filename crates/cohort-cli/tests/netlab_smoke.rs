@@ -248,3 +248,57 @@ fn netlab_cleans_up_its_namespaces() {
         "the process in the lab survived: {stat}"
     );
 }
+
+#[test]
+fn proc_keeps_history_marks_and_handles_signals() {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"echo "plain text"; echo '{"event":"a"}'; while read l; do echo "{\"echo\":\"$l\"}"; done"#,
+    ]);
+    let p = Proc::spawn("echoer", cmd);
+    p.wait_for(secs(5), |v| v["event"] == "a")
+        .or_panic("event a");
+    let plain = p
+        .wait_for_line(0, secs(5), |l| l.text == "plain text")
+        .or_panic("plain line");
+    assert!(plain.json.is_none());
+    assert_eq!(plain.seq, 0);
+
+    let mark = p.mark();
+    assert_eq!(mark, 2);
+    p.send_line("x").or_panic("send x");
+    p.wait_for_after(mark, secs(5), |v| v["echo"] == "x")
+        .or_panic("echo x");
+    // Earlier lines stay in the history.
+    p.wait_for(secs(1), |v| v["event"] == "a")
+        .or_panic("event a again");
+
+    // Stopped, it prints nothing; continued, it catches up.
+    p.sigstop();
+    let mark = p.mark();
+    p.send_line("y").or_panic("send y");
+    p.expect_none_after(mark, ms(300), |v| v["echo"] == "y")
+        .or_panic("stopped process printed");
+    let resumed = std::time::Instant::now();
+    p.sigcont();
+    let y = p
+        .wait_for_json_line(mark, secs(5), |v| v["echo"] == "y")
+        .or_panic("echo y after SIGCONT");
+    assert!(y.at >= resumed);
+
+    // A wait on a process that exited fails fast, not at the timeout.
+    p.kill9();
+    let status = p.try_exit_status().expect("reaped");
+    assert!(!status.success());
+    let start = std::time::Instant::now();
+    let err = p
+        .wait_for(secs(30), |v| v["echo"] == "never")
+        .expect_err("no such line");
+    assert!(start.elapsed() < secs(5), "{err}");
+    assert!(err.contains("stdout closed"), "{err}");
+    assert!(
+        p.signal("TERM").is_err(),
+        "signal after exit must be refused"
+    );
+}
