@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use cohort_proto::channel::{Delivery, FailureReason, NextStep};
 use cohort_proto::membership::MembershipStats;
-use cohort_proto::wire::tribes::{MemberRecord, SendOptions, encode_data_frame};
+use cohort_proto::wire::tribes::{COHORT_COMMAND, MemberRecord, SendOptions, encode_data_frame};
 use cohort_proto::{Member, MemberId, Membership, MembershipConfig};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -98,7 +98,7 @@ impl Node {
             secure_port: -1,
             udp_port: -1,
             host: config.bind,
-            command: Bytes::new(),
+            command: Bytes::from_static(COHORT_COMMAND),
             domain: config.domain.clone(),
             unique_id: id.0,
             payload: config.payload.clone(),

@@ -287,3 +287,54 @@ async fn other_domains_are_ignored_by_default() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tribes_member_gets_one_frame_at_a_time() {
+    let (a, _events) = Node::start(config(46109)).await.unwrap();
+    // A receiver that, like Tribes, must never see a second frame before it answered the
+    // first: it waits a little after each frame and checks nothing else arrived.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let decoder = cohort::proto::wire::tribes::frame::FrameDecoder::new(1 << 20);
+        let mut buf = bytes::BytesMut::new();
+        let (mut frames, mut overlaps) = (0, 0);
+        while frames < 20 {
+            let Some(_body) = decoder.decode(&mut buf).unwrap() else {
+                if s.read_buf(&mut buf).await.unwrap() == 0 {
+                    break;
+                }
+                continue;
+            };
+            frames += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut probe = [0u8; 1];
+            if !buf.is_empty() || s.try_read(&mut probe).is_ok_and(|n| n > 0) {
+                overlaps += 1;
+                break;
+            }
+            s.write_all(&cohort::proto::wire::tribes::frame::ACK_FRAME)
+                .await
+                .unwrap();
+        }
+        (frames, overlaps)
+    });
+    let mut tribes = a.local_member().clone();
+    tribes.id = MemberId([5; 16]);
+    tribes.addr = addr;
+    tribes.is_cohort = false;
+    let mut sends = Vec::new();
+    for i in 0..20 {
+        let (a, tribes) = (a.clone(), tribes.clone());
+        sends.push(tokio::spawn(async move {
+            a.send(&[tribes], format!("m{i}"), SendOptions::USE_ACK)
+                .await
+        }));
+    }
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    assert_eq!(server.await.unwrap(), (20, 0));
+    a.shutdown().await;
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::wire::tribes::MemberRecord;
+use crate::wire::tribes::{COHORT_COMMAND, MemberRecord};
 
 /// A member's unique id: 16 random bytes chosen when its process starts, so a restarted
 /// process is a new member.
@@ -63,6 +63,11 @@ pub struct Member {
     pub payload: Bytes,
     /// How long it had been running when it last announced itself.
     pub alive: Duration,
+    /// True for a cohort node, false for a Tomcat Tribes node (told by the
+    /// [`COHORT_COMMAND`](crate::wire::tribes::COHORT_COMMAND) marker in its heartbeats).
+    /// Messages to a cohort node are pipelined on one connection; to a Tribes node they go
+    /// one at a time, since Tribes only keeps a connection's order that way.
+    pub is_cohort: bool,
 }
 
 impl Member {
@@ -78,6 +83,7 @@ impl Member {
             domain: record.domain.clone(),
             payload: record.payload.clone(),
             alive: Duration::from_millis(record.alive_ms.max(0) as u64),
+            is_cohort: record.command.as_ref() == COHORT_COMMAND,
         })
     }
 
@@ -90,6 +96,7 @@ impl Member {
             domain: record.domain.clone(),
             payload: record.payload.clone(),
             alive: Duration::ZERO,
+            is_cohort: record.command.as_ref() == COHORT_COMMAND,
         }
     }
 }

@@ -2,10 +2,12 @@
 //! member, each driven by its own task.
 //!
 //! A connection task writes whole frames from its queue (so frames never interleave) and
-//! pairs the replies with them through an [`AckQueue`]. It does not wait for one ACK
-//! before writing the next frame: replies come back in frame order, so several frames can
-//! be in flight at once (up to `max_in_flight`), which is what lets many concurrent sends
-//! share one connection at full speed. A late ACK, a broken connection or a reply that
+//! pairs the replies with them through an [`AckQueue`]. To a cohort node it does not wait
+//! for one ACK before writing the next frame: a cohort receiver answers in frame order, so
+//! several frames can be in flight at once (up to `max_in_flight`), which is what lets
+//! many concurrent sends share one connection at full speed. To a Tomcat Tribes node it
+//! sends one frame at a time, as Tribes' own sender does: Tribes' receiver may deliver and
+//! answer pipelined frames out of order. A late ACK, a broken connection or a reply that
 //! makes no sense closes the connection and fails every frame in flight on it; the next
 //! frame reconnects.
 
@@ -108,7 +110,13 @@ impl Peers {
             return queue.clone();
         }
         let (tx, rx) = mpsc::channel(QUEUE_PER_MEMBER);
-        tokio::spawn(run_peer(member.addr, rx, self.settings));
+        let mut settings = self.settings;
+        if !member.is_cohort {
+            // A Tribes receiver keeps a connection's order, and pairs ACKs with frames
+            // correctly, only with one frame in flight (see `COHORT_COMMAND`).
+            settings.max_in_flight = 1;
+        }
+        tokio::spawn(run_peer(member.addr, rx, settings));
         queues.insert(member.id, tx.clone());
         tx
     }

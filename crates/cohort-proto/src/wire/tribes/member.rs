@@ -14,6 +14,12 @@ pub const MEMBER_END: [u8; 10] = *b"TRIBES-E\x01\x00";
 /// The command a member sends once when it stops (`Member.SHUTDOWN_PAYLOAD`): peers drop
 /// it at once instead of waiting for the drop time.
 pub const SHUTDOWN_COMMAND: &[u8] = b"BABY-ALEX";
+/// The command in every heartbeat of a cohort node. Tribes acts only on
+/// [`SHUTDOWN_COMMAND`] and ignores any other command, so the marker is harmless to Tomcat
+/// nodes; cohort nodes use it to know that a peer's receiver handles several frames in
+/// flight on one connection in order (a Tribes `NioReceiver` does not: it may hand the
+/// next frame of a connection to another thread before the current one is answered).
+pub const COHORT_COMMAND: &[u8] = b"COHORT-1";
 
 /// Fixed part of a record: markers (20), body length (4), alive (8), three ports (12),
 /// host length (1), command/domain/payload lengths (12) and the unique id (16).

@@ -19,5 +19,7 @@ mod options;
 mod proptests;
 
 pub use channel_data::{ChannelData, ChannelDataLimits, encode_data_frame};
-pub use member::{MEMBER_BEGIN, MEMBER_END, MemberLimits, MemberRecord, SHUTDOWN_COMMAND};
+pub use member::{
+    COHORT_COMMAND, MEMBER_BEGIN, MEMBER_END, MemberLimits, MemberRecord, SHUTDOWN_COMMAND,
+};
 pub use options::SendOptions;
