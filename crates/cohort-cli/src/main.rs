@@ -51,6 +51,8 @@ fn main() -> std::process::ExitCode {
             Command::Perf(args) => perf::run(args).await,
         }
     });
+    // A read of stdin blocks a runtime thread until input arrives; don't wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
