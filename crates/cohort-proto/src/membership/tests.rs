@@ -295,3 +295,163 @@ fn a_newcomer_is_answered_at_once_not_a_whole_interval_later() {
     assert!(old.poll_transmit().is_some());
     assert!(old.poll_transmit().is_none());
 }
+
+/// A tiny seeded network of membership cores: per-step delivery with loss and delay,
+/// partitions (a node cut off both ways) and pauses (a node that neither runs nor
+/// receives, like a process under SIGSTOP).
+struct Sim {
+    nodes: Vec<Membership>,
+    cut: Vec<bool>,
+    paused: Vec<bool>,
+    /// Datagrams in flight: (deliver at, to, bytes).
+    wire: Vec<(Instant, usize, Bytes)>,
+    rng: SmallRng,
+    now: Instant,
+    loss: f64,
+    events: Vec<Vec<(Instant, MembershipEvent)>>,
+}
+
+impl Sim {
+    fn new(n: usize, seed: u64, loss: f64) -> Self {
+        let now = Instant::now();
+        Self {
+            nodes: (0..n)
+                .map(|i| node(4000 + i as i32, i as u8 + 1, now))
+                .collect(),
+            cut: vec![false; n],
+            paused: vec![false; n],
+            wire: Vec::new(),
+            rng: SmallRng::seed_from_u64(seed),
+            now,
+            loss,
+            events: vec![Vec::new(); n],
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(5);
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.wire.drain(..).partition(|(at, _, _)| *at <= now);
+            self.wire = later;
+            for (_, to, bytes) in due {
+                if !self.paused[to] && !self.cut[to] {
+                    let _ = self.nodes[to].handle_datagram(now, &bytes);
+                }
+            }
+            for i in 0..self.nodes.len() {
+                if self.paused[i] {
+                    continue;
+                }
+                if self.nodes[i].poll_timeout().is_some_and(|t| t <= now) {
+                    self.nodes[i].handle_timeout(now);
+                }
+                while let Some(d) = self.nodes[i].poll_transmit() {
+                    for j in 0..self.nodes.len() {
+                        if j == i || self.cut[i] || self.rng.random_bool(self.loss) {
+                            continue;
+                        }
+                        let delay = Duration::from_millis(self.rng.random_range(0..20));
+                        self.wire.push((now + delay, j, d.clone()));
+                    }
+                }
+                while let Some(ev) = self.nodes[i].poll_event() {
+                    self.events[i].push((now, ev));
+                }
+            }
+        }
+    }
+
+    fn sees(&self, i: usize, j: usize) -> bool {
+        self.nodes[i].member(&MemberId([j as u8 + 1; 16])).is_some()
+    }
+}
+
+#[test]
+fn simulated_partition_drops_both_ways_and_heals() {
+    for seed in 0..10 {
+        let mut sim = Sim::new(5, seed, 0.05);
+        sim.run_for(Duration::from_secs(2));
+        assert!(
+            (0..5).all(|i| sim.nodes[i].members().count() == 4),
+            "seed {seed}"
+        );
+        sim.cut[4] = true;
+        let cut_at = sim.now;
+        sim.run_for(Duration::from_millis(3600));
+        for i in 0..4 {
+            assert!(
+                !sim.sees(i, 4),
+                "seed {seed}: {i} still lists the cut-off node"
+            );
+            let (at, _) = sim.events[i]
+                .iter()
+                .find(|(_, e)| matches!(e, MembershipEvent::MemberDisappeared { member, .. } if member.id == MemberId([5; 16])))
+                .unwrap();
+            assert!(
+                *at > cut_at + Duration::from_millis(1500),
+                "seed {seed}: dropped too early"
+            );
+            // Nobody else was ever removed on the connected side.
+            assert!(
+                sim.events[i].iter().all(|(_, e)| match e {
+                    MembershipEvent::MemberDisappeared { member, .. } =>
+                        member.id == MemberId([5; 16]),
+                    MembershipEvent::MemberAdded(_) => true,
+                }),
+                "seed {seed}: false removal at node {i}"
+            );
+        }
+        assert_eq!(
+            sim.nodes[4].members().count(),
+            0,
+            "seed {seed}: the cut-off node drops everyone"
+        );
+        sim.cut[4] = false;
+        sim.run_for(Duration::from_secs(1));
+        assert!(
+            (0..5).all(|i| sim.nodes[i].members().count() == 4),
+            "seed {seed}: not healed"
+        );
+    }
+}
+
+#[test]
+fn simulated_pause_shorter_than_drop_time_is_tolerated_longer_is_not() {
+    for seed in 0..10 {
+        let mut sim = Sim::new(4, seed, 0.0);
+        sim.run_for(Duration::from_secs(1));
+        sim.paused[2] = true;
+        sim.run_for(Duration::from_millis(2000));
+        sim.paused[2] = false;
+        sim.run_for(Duration::from_millis(600));
+        let removals = |sim: &Sim| {
+            sim.events
+                .iter()
+                .flatten()
+                .filter(|(_, e)| matches!(e, MembershipEvent::MemberDisappeared { .. }))
+                .count()
+        };
+        assert_eq!(
+            removals(&sim),
+            0,
+            "seed {seed}: a 2 s pause must not remove anyone"
+        );
+
+        sim.paused[2] = true;
+        sim.run_for(Duration::from_millis(4000));
+        assert!(
+            (0..4).filter(|&i| i != 2).all(|i| !sim.sees(i, 2)),
+            "seed {seed}: 4 s pause not noticed"
+        );
+        sim.paused[2] = false;
+        sim.run_for(Duration::from_millis(600));
+        // The paused node comes back by itself (same id: the process never restarted).
+        assert!(
+            (0..4).filter(|&i| i != 2).all(|i| sim.sees(i, 2)),
+            "seed {seed}: not back after resume"
+        );
+    }
+}
