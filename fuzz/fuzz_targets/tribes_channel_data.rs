@@ -13,6 +13,10 @@ fuzz_target!(|data: &[u8]| {
         let mut frame = BytesMut::new();
         d.encode_frame(&mut frame);
         assert_eq!(frame.len(), body.len() + FRAME_OVERHEAD);
-        assert_eq!(&frame[11..frame.len() - 7], &body[..], "accepted body does not re-encode");
+        assert_eq!(
+            &frame[11..frame.len() - 7],
+            &body[..],
+            "accepted body does not re-encode"
+        );
     }
 });

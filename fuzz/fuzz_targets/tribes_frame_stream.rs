@@ -57,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let dec = FrameDecoder::new(MAX_BODY);
-    let chunk = if chunk == 0 { stream.len() } else { usize::from(chunk) };
+    let chunk = if chunk == 0 {
+        stream.len()
+    } else {
+        usize::from(chunk)
+    };
     let chunked = run(&dec, stream, chunk);
     let whole = run(&dec, stream, stream.len());
 

@@ -10,6 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let input = Bytes::copy_from_slice(data);
     if let Ok(m) = MemberRecord::decode(&input, &MemberLimits::default()) {
         assert_eq!(m.encoded_len(), input.len());
-        assert_eq!(m.to_bytes(), input, "accepted record does not re-encode to its input");
+        assert_eq!(
+            m.to_bytes(),
+            input,
+            "accepted record does not re-encode to its input"
+        );
     }
 });
