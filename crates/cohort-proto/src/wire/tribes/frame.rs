@@ -64,6 +64,9 @@ impl Reply {
     }
 }
 
+/// Most a decoder reserves ahead of the bytes it has received.
+const RESERVE_STEP: usize = 64 * 1024;
+
 /// Splits a TCP byte stream into frame bodies.
 ///
 /// Feed received bytes into a [`BytesMut`] and call [`FrameDecoder::decode`] until it
@@ -97,7 +100,9 @@ impl FrameDecoder {
         let len = checked_len("frame length", i64::from(raw_len), self.max_body)?;
         let total = len + FRAME_OVERHEAD;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Grow towards the announced size only as bytes arrive: a header alone must
+            // not make a connection reserve the maximum.
+            buf.reserve((total - buf.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         if buf[11 + len..total] != END_DATA {
@@ -193,5 +198,22 @@ mod tests {
             dec.decode(&mut buf),
             Err(DecodeError::BadEndMarker { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod reserve_tests {
+    use super::*;
+
+    #[test]
+    fn a_header_alone_does_not_reserve_the_announced_size() {
+        let dec = FrameDecoder::new(64 << 20);
+        let mut buf = BytesMut::from(&b"FLT2002\x03\xff\xff\xff"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(
+            buf.capacity() <= 11 + RESERVE_STEP,
+            "reserved {}",
+            buf.capacity()
+        );
     }
 }
