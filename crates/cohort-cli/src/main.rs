@@ -24,6 +24,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure ACKed send throughput and latency against baselines.
     Perf(perf::PerfArgs),
+    /// Internal: a receiver process of `cohort perf`.
+    #[command(hide = true)]
+    PerfSink(perf::PerfSinkArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Perf(args) => perf::run(args).await,
+            Command::PerfSink(args) => perf::sink(args).await,
         }
     });
     // A read of stdin blocks a runtime thread until input arrives; don't wait for it.
