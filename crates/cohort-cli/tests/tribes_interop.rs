@@ -5,8 +5,10 @@
 //!
 //! Covered: discovery both ways (host, port, domain, payload), messages both ways with
 //! USE_ACK (options 3) and USE_ACK|SYNCHRONIZED_ACK (options 7) and the ACK reported by
-//! the sender, FAIL-ACKs both ways, 50 messages in a row each way, graceful leave
-//! (SIGTERM) both ways and kill -9 of the Tribes peer.
+//! the sender, FAIL-ACKs both ways, UTF-8 text, 50 messages in a row each way, a stable
+//! membership past the drop time, graceful leave (SIGTERM) both ways and kill -9 of the
+//! Tribes peer (a send right after it fails; the drop follows within drop time + 1 s).
+//! Each test has its own lab, so they run in parallel.
 //!
 //! Needs root, iproute2, a JDK (`javac`, `jar`, `java` >= 17) and Debian's
 //! `libtomcat10-java` (or `TRIBES_JAR`/`JULI_JAR`): the peer is built once per test
@@ -328,6 +330,14 @@ fn burst(
     in_order
 }
 
+/// `/proc/loadavg`, for timing failures: a bound missed on a saturated machine (other
+/// jobs hogging the CPUs) is a different finding from one missed on an idle machine.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| format!("load average {}", l.trim()))
+        .unwrap_or_else(|e| format!("load average unknown ({e})"))
+}
+
 /// Waits for `member_disappeared` of `id` on `who` after `mark`; returns the event and
 /// its delay since `since`.
 fn disappeared(
@@ -564,7 +574,8 @@ fn tribes_interop_sigterm_tribes_is_a_shutdown_for_cohort() {
     assert_eq!(v["reason"], "shutdown", "{v}\n{}", cohort.describe());
     assert!(
         delay <= secs(1),
-        "cohort reported the Tribes shutdown {delay:?} after SIGTERM\n{}\n{}",
+        "cohort reported the Tribes shutdown {delay:?} after SIGTERM ({})\n{}\n{}",
+        loadavg(),
         cohort.describe(),
         tribes.describe()
     );
@@ -591,7 +602,8 @@ fn tribes_interop_sigterm_cohort_is_a_shutdown_for_tribes() {
     assert_eq!(v["reason"], "shutdown", "{v}\n{}", tribes.describe());
     assert!(
         delay <= secs(1),
-        "Tribes reported the cohort shutdown {delay:?} after SIGTERM\n{}\n{}",
+        "Tribes reported the cohort shutdown {delay:?} after SIGTERM ({})\n{}\n{}",
+        loadavg(),
         tribes.describe(),
         cohort.describe()
     );
@@ -630,7 +642,8 @@ fn tribes_interop_kill9_tribes_is_a_timeout_for_cohort() {
     assert!(
         delay <= DROP_TIME + secs(1),
         "cohort dropped the killed Tribes peer {delay:?} after kill -9 (drop time \
-         {DROP_TIME:?})\n{}",
+         {DROP_TIME:?}; {})\n{}",
+        loadavg(),
         cohort.describe()
     );
     assert!(
