@@ -47,6 +47,8 @@ const ACK_FRAME: [u8; 21] = [
 /// the two length fields (20), the 16-byte message id, the sender's member record
 /// without domain and payload (77), and the message length field (4).
 const FRAME_OVERHEAD: usize = 18 + 20 + 16 + 77 + 4;
+/// Slices of the interleaved cohort / raw ping-pong comparison.
+const PAIRED_SLICES: u32 = 6;
 /// Chunk size of the raw streaming baseline.
 const STREAM_CHUNK: usize = 64 * 1024;
 
@@ -99,6 +101,12 @@ pub(crate) struct PerfArgs {
     /// Do not create a network namespace even when running as root.
     #[arg(long)]
     no_netns: bool,
+    /// Keep every CPU busy with a lowest-priority (SCHED_IDLE, via `chrt`) spinner, so
+    /// no CPU halts between messages. On a VM, waking a halted vCPU costs tens of
+    /// microseconds per hop, which then dominates every latency; the spinners give way at
+    /// once to any real work.
+    #[arg(long)]
+    keep_awake: bool,
     /// Print one JSON document instead of tables.
     #[arg(long)]
     json: bool,
@@ -125,6 +133,9 @@ pub(crate) struct PerfSinkArgs {
     /// Serve the raw TCP baseline instead of running a node.
     #[arg(long)]
     raw: bool,
+    /// Only spin (for `--keep-awake`) until stdin closes.
+    #[arg(long)]
+    spin: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -135,29 +146,43 @@ pub(crate) async fn run(args: PerfArgs) -> CliResult {
         return run_in_netns(&args).await;
     }
     let (flavor, workers) = (args.runtime, args.workers);
-    on_own_runtime(flavor, workers, move || measure(args)).await
+    on_own_runtime("cohort-sender", flavor, workers, move || measure(args)).await
 }
 
 pub(crate) async fn sink(args: PerfSinkArgs) -> CliResult {
+    if args.spin {
+        std::thread::spawn(|| {
+            let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+            std::process::exit(0);
+        });
+        loop {
+            std::hint::spin_loop();
+        }
+    }
     let (flavor, workers) = (args.runtime, args.workers);
     if args.raw {
-        on_own_runtime(flavor, workers, raw_server).await
+        on_own_runtime("raw-sink", flavor, workers, raw_server).await
     } else {
-        on_own_runtime(flavor, workers, move || sink_main(args)).await
+        on_own_runtime("cohort-sink", flavor, workers, move || sink_main(args)).await
     }
 }
 
 /// Runs `f` on a runtime of its own, on a thread of its own, so the flavor under test is
 /// not the CLI's default one.
-async fn on_own_runtime<F, Fut>(flavor: Flavor, workers: usize, f: F) -> CliResult
+async fn on_own_runtime<F, Fut>(
+    name: &'static str,
+    flavor: Flavor,
+    workers: usize,
+    f: F,
+) -> CliResult
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = CliResult>,
 {
     let thread = std::thread::Builder::new()
-        .name("perf".into())
+        .name(name.into())
         .spawn(move || -> CliResult {
-            let rt = build_runtime(flavor, workers)?;
+            let rt = build_runtime(name, flavor, workers)?;
             let result = rt.block_on(f());
             // A blocking stdin read may still be parked in the pool; don't wait for it.
             rt.shutdown_background();
@@ -171,13 +196,19 @@ where
     .await?
 }
 
-fn build_runtime(flavor: Flavor, workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+fn build_runtime(
+    name: &str,
+    flavor: Flavor,
+    workers: usize,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    let name = name.to_owned();
     match flavor {
         Flavor::Current => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         Flavor::Multi => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
+            .thread_name(name)
             .enable_all()
             .build(),
     }
@@ -226,7 +257,10 @@ async fn run_in_netns(args: &PerfArgs) -> CliResult {
         eprintln!("perf: cannot set up a network namespace ({e}); running in this one");
         let mut args = args.clone();
         args.no_netns = true;
-        return on_own_runtime(args.runtime, args.workers, move || measure(args)).await;
+        return on_own_runtime("cohort-sender", args.runtime, args.workers, move || {
+            measure(args)
+        })
+        .await;
     }
     let exe = std::env::current_exe()?;
     let mut child = Command::new("ip")
@@ -348,6 +382,13 @@ fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn unix_us() -> u64 {
@@ -496,6 +537,22 @@ struct Sample {
 }
 
 impl Sample {
+    fn empty() -> Self {
+        Self {
+            count: 0,
+            errors: 0,
+            secs: 0.0,
+            hist: Self::new_hist(),
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.secs += other.secs;
+        let _ = self.hist.add(&other.hist);
+    }
+
     fn new_hist() -> Histogram<u64> {
         Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid bounds")
     }
@@ -773,18 +830,15 @@ impl TribesCtx {
         Ok(sinks)
     }
 
+    /// One bench JVM: `count` sends per thread (a tenth of them, at most 2000, warm-up).
     async fn bench(
         &self,
         mcast_port: u16,
         members: usize,
         size: usize,
         threads: usize,
-        duration: Duration,
+        count: usize,
     ) -> Result<Value, String> {
-        let rate = tribes_expected_rate(size, members, threads);
-        let per_thread = (rate * duration.as_secs_f64() / threads as f64) as usize;
-        // The peer's warm-up is a tenth of the count (at most 2000 per thread).
-        let count = (per_thread + (per_thread / 9).min(2000)).max(1000);
         let name = format!("tribes-bench-{members}-{size}-{threads}");
         let mut cmd = self.command(mcast_port);
         cmd.args(["--bench-to", &members.to_string()])
@@ -793,12 +847,41 @@ impl TribesCtx {
             .args(["--bench-count", &count.to_string()]);
         let mut p = Proc::spawn(&name, &mut cmd, self.log(&name))
             .map_err(|e| format!("cannot start {}: {e}", self.launcher.display()))?;
-        let within = Duration::from_secs(90) + duration * 4;
         let v = p
-            .expect("bench", within)
+            .expect("bench", Duration::from_secs(300))
             .await
             .map_err(|e| format!("{e}; log: {}", self.log_tail(&name)))?;
         p.stop(Duration::from_secs(10)).await;
+        Ok(v)
+    }
+
+    /// A bench sized to run about `duration`: first from a guess of Tribes' rate, again
+    /// with the measured rate when the guess was far off.
+    async fn bench_for(
+        &self,
+        mcast_port: u16,
+        members: usize,
+        size: usize,
+        threads: usize,
+        duration: Duration,
+    ) -> Result<Value, String> {
+        let count_for = |rate: f64| {
+            let per_thread = (rate * duration.as_secs_f64() / threads as f64) as usize;
+            (per_thread + (per_thread / 9).min(2000)).max(500)
+        };
+        let guess = tribes_expected_rate(size, members, threads);
+        let mut v = self
+            .bench(mcast_port, members, size, threads, count_for(guess))
+            .await?;
+        let secs = v["secs"].as_f64().unwrap_or(0.0);
+        let measured = v["msgs_per_sec"].as_f64().unwrap_or(0.0);
+        let target = duration.as_secs_f64();
+        if measured > 0.0 && (secs < 0.6 * target || secs > 2.0 * target) {
+            v = self
+                .bench(mcast_port, members, size, threads, count_for(measured))
+                .await?;
+            v["runs"] = json!(2);
+        }
         Ok(v)
     }
 }
@@ -851,6 +934,7 @@ async fn measure(args: PerfArgs) -> CliResult {
 
 async fn measure_inner(args: &PerfArgs) -> CliResult {
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let load_before = loadavg();
     let pid = std::process::id();
     let domain = format!("cohort-perf-{pid}");
     // A multicast port of our own: 40000-49999, from the pid.
@@ -887,6 +971,25 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_default();
+    let mut spinners = Vec::new();
+    if args.keep_awake {
+        for i in 0..cpus {
+            match Proc::spawn(
+                format!("spinner-{i}"),
+                Command::new("chrt")
+                    .args(["--idle", "0"])
+                    .arg(&exe)
+                    .args(["perf-sink", "--spin"]),
+                Stdio::null(),
+            ) {
+                Ok(p) => spinners.push(p),
+                Err(e) => {
+                    progress(format!("--keep-awake: cannot run chrt: {e}"));
+                    break;
+                }
+            }
+        }
+    }
     progress(format!(
         "{cpus} CPUs; sender runtime {}, sinks {}; namespace {}",
         runtime_label(args.runtime),
@@ -894,8 +997,7 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
         args.in_netns.as_deref().unwrap_or("(current)")
     ));
 
-    // --- raw TCP baseline -------------------------------------------------------------
-    progress("raw TCP baseline");
+    // --- processes -------------------------------------------------------------------
     let mut raw = Proc::spawn(
         "raw-sink",
         Command::new(&exe)
@@ -908,31 +1010,6 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
         Ipv4Addr::LOCALHOST,
         ready["port"].as_u64().unwrap_or(0) as u16,
     ));
-    let domain_len = domain.len();
-    let mut raw_pp: HashMap<(usize, usize), Sample> = HashMap::new();
-    let mut raw_json = Vec::new();
-    for &size in &args.sizes {
-        let frame = size + FRAME_OVERHEAD + domain_len;
-        let mut depths = vec![1];
-        if args.senders > 1 {
-            depths.push(args.senders);
-        }
-        for depth in depths {
-            let s = raw_ping_pong(raw_addr, frame, depth, duration).await?;
-            raw_json.push(json!({
-                "kind": "ping-pong", "size": size, "frame_bytes": frame, "outstanding": depth,
-                "result": s.to_json(size),
-            }));
-            raw_pp.insert((size, depth), s);
-        }
-    }
-    let stream_mbps = raw_stream(raw_addr, duration).await?;
-    raw_json.push(
-        json!({"kind": "stream", "chunk": STREAM_CHUNK, "mb_per_sec": round(stream_mbps, 1)}),
-    );
-    raw.stop(Duration::from_secs(5)).await;
-
-    // --- cohort -----------------------------------------------------------------------
     progress(format!("starting {max_members} cohort sink process(es)"));
     let mut sinks = Vec::new();
     for i in 0..max_members {
@@ -996,11 +1073,30 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
         .iter()
         .map(|v| v["first_heartbeat_us"].as_f64().unwrap_or(0.0))
         .collect();
-
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let sink_rss_idle: Vec<u64> = sinks.iter().filter_map(|s| rss_kib(s.pid())).collect();
     let sender_rss_idle = rss_kib(pid);
 
+    // --- raw TCP baseline -------------------------------------------------------------
+    // One outstanding is measured below, interleaved with cohort's one-sender runs.
+    let domain_len = domain.len();
+    let frame_of = |size: usize| size + FRAME_OVERHEAD + domain_len;
+    let mut raw_pp: HashMap<(usize, usize), Sample> = HashMap::new();
+    if args.senders > 1 {
+        for &size in &args.sizes {
+            progress(format!(
+                "raw TCP: ping-pong {} B, {} outstanding",
+                frame_of(size),
+                args.senders
+            ));
+            let s = raw_ping_pong(raw_addr, frame_of(size), args.senders, duration).await?;
+            raw_pp.insert((size, args.senders), s);
+        }
+    }
+    progress("raw TCP: streaming");
+    let stream_mbps = raw_stream(raw_addr, duration).await?;
+
+    // --- cohort -----------------------------------------------------------------------
     let mut deliveries = 0u64;
     progress("warming up");
     let warm = Duration::from_secs_f64(args.warmup.max(0.0) / 2.0);
@@ -1012,6 +1108,7 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
             deliveries += s.count * dest.len() as u64;
             let s = cohort_run(&node, &dest[..1], &payload, 1, per).await;
             deliveries += s.count;
+            let _ = raw_ping_pong(raw_addr, frame_of(size), 1, per).await?;
         }
     }
 
@@ -1020,10 +1117,37 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
         progress(format!("cohort: {}", sc.label()));
         let payload = Bytes::from(vec![b'x'; sc.size]);
         let n = sc.members.min(dest.len());
-        let s = cohort_run(&node, &dest[..n], &payload, sc.senders, duration).await;
+        let s = if sc.senders == 1 && n == 1 {
+            // Alternate short slices of cohort and raw ping-pong, so both see the same
+            // background load: their ratio is what this compares.
+            let mut cohort = Sample::empty();
+            let mut raw = Sample::empty();
+            let slice = duration / PAIRED_SLICES;
+            for _ in 0..PAIRED_SLICES {
+                raw.merge(raw_ping_pong(raw_addr, frame_of(sc.size), 1, slice).await?);
+                cohort.merge(cohort_run(&node, &dest[..1], &payload, 1, slice).await);
+            }
+            raw_pp.insert((sc.size, 1), raw);
+            cohort
+        } else {
+            cohort_run(&node, &dest[..n], &payload, sc.senders, duration).await
+        };
         deliveries += s.count * n as u64;
         results.push((*sc, s));
     }
+    raw.stop(Duration::from_secs(5)).await;
+    let mut raw_json = Vec::new();
+    let mut raw_keys: Vec<_> = raw_pp.keys().copied().collect();
+    raw_keys.sort_unstable();
+    for (size, depth) in raw_keys {
+        raw_json.push(json!({
+            "kind": "ping-pong", "size": size, "frame_bytes": frame_of(size),
+            "outstanding": depth, "result": raw_pp[&(size, depth)].to_json(size),
+        }));
+    }
+    raw_json.push(
+        json!({"kind": "stream", "chunk": STREAM_CHUNK, "mb_per_sec": round(stream_mbps, 1)}),
+    );
     let sink_rss_after: Vec<u64> = sinks.iter().filter_map(|s| rss_kib(s.pid())).collect();
     let sender_rss_after = rss_kib(pid);
     node.shutdown().await;
@@ -1078,15 +1202,22 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
                         tokio::time::sleep(Duration::from_millis(1200)).await;
                         tribes_sink_rss = rss_kib(jsinks[0].pid());
                     }
-                    if args.cross {
-                        match cross_run(args, &domain, port, m, &scenarios, duration).await {
-                            Ok(mut r) => cross.append(&mut r),
-                            Err(e) => progress(format!("cross: {e}")),
-                        }
+                    // Warm the sink JVMs up (JIT) with a throwaway bench, as cohort's
+                    // sinks were warmed up.
+                    progress("tribes: warm-up bench");
+                    let warm_threads = args.senders.max(1);
+                    let warm_count = (tribes_expected_rate(1024, m, warm_threads)
+                        * args.warmup.max(2.0)
+                        / warm_threads as f64) as usize;
+                    if let Err(e) = ctx
+                        .bench(port, m, 1024, warm_threads, warm_count.max(1000))
+                        .await
+                    {
+                        progress(format!("tribes warm-up failed: {e}"));
                     }
                     for sc in scenarios.iter().filter(|s| s.members == m) {
                         progress(format!("tribes: {}", sc.label()));
-                        match ctx.bench(port, m, sc.size, sc.senders, duration).await {
+                        match ctx.bench_for(port, m, sc.size, sc.senders, duration).await {
                             Ok(v) => {
                                 tribes.insert(sc.key(), v);
                             }
@@ -1094,6 +1225,15 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
                                 progress(format!("tribes bench failed: {e}"));
                                 tribes_note = Some(format!("partly failed ({e})"));
                             }
+                        }
+                    }
+                    // cohort -> the (now warm) Java sinks, after the Tribes benches: a
+                    // bench JVM sends to every member it sees, so cohort must be gone
+                    // before one starts.
+                    if args.cross {
+                        match cross_run(args, &domain, port, m, &scenarios, duration).await {
+                            Ok(mut r) => cross.append(&mut r),
+                            Err(e) => progress(format!("cross: {e}")),
                         }
                     }
                     for s in &mut jsinks {
@@ -1104,8 +1244,14 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
         }
     }
 
+    for mut s in spinners {
+        s.stop(Duration::from_secs(1)).await;
+    }
+
     // --- report -----------------------------------------------------------------------
     let report = Report {
+        load_before,
+        load_after: loadavg(),
         args,
         cpus,
         cpu_model,
@@ -1205,6 +1351,8 @@ async fn cross_run(
 // Report
 
 struct Report<'a> {
+    load_before: String,
+    load_after: String,
     args: &'a PerfArgs,
     cpus: usize,
     cpu_model: String,
@@ -1339,6 +1487,12 @@ impl Report<'_> {
                 .as_ref()
                 .map(|n| format!(" (network namespace {n})"))
                 .unwrap_or_default()
+        );
+        println!(
+            "load average before: {}, after: {}; keep-awake spinners: {}",
+            self.load_before,
+            self.load_after,
+            if self.args.keep_awake { "on" } else { "off" }
         );
         println!();
         println!("Raw TCP loopback baseline (tokio, separate process, 21-byte reply):");
@@ -1518,12 +1672,18 @@ impl Report<'_> {
             .map(|(name, got, want, pass)| json!({"name": name, "measured": got, "target": want, "pass": pass}))
             .collect();
         json!({
-            "machine": {"cpus": self.cpus, "cpu_model": self.cpu_model},
+            "machine": {
+                "cpus": self.cpus,
+                "cpu_model": self.cpu_model,
+                "loadavg_before": self.load_before,
+                "loadavg_after": self.load_after,
+            },
             "config": {
                 "duration_secs": self.duration.as_secs_f64(),
                 "sender_runtime": self.runtime,
                 "sink_runtime": self.sink_runtime,
                 "netns": self.args.in_netns,
+                "keep_awake": self.args.keep_awake,
             },
             "raw_tcp": self.raw_json,
             "raw_stream_mb_per_sec": round(self.stream_mbps, 1),
