@@ -85,6 +85,10 @@ impl NodeArgs {
 
 pub(crate) async fn run(args: NodeArgs) -> CliResult {
     let printer = Printer { json: args.json };
+    // Catch SIGTERM before announcing "started", so a signal sent right after it is a
+    // graceful leave and not the default (immediate) death.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let (node, mut events) = Node::start(args.config()).await?;
     printer.started(node.local_member());
     let options = if args.sync_ack {
@@ -94,7 +98,6 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
     };
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut sends = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -123,7 +126,7 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
                 Ok(None) | Err(_) => stdin_open = false,
             },
             Some(_) = sends.join_next(), if !sends.is_empty() => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
