@@ -108,6 +108,7 @@ impl Node {
             ack_timeout: config.ack_timeout,
             connect_timeout: config.connect_timeout,
             max_in_flight: config.max_in_flight_per_member,
+            busy_poll: config.busy_poll,
         });
         let shared = Arc::new(Shared::new(local.clone(), record.to_bytes(), peers));
 
@@ -138,6 +139,7 @@ impl Node {
                 shared.clone(),
                 events_tx.clone(),
                 config.max_message_size,
+                config.busy_poll,
             )),
             tokio::spawn(forward_membership_events(membership_rx, events_tx)),
             tokio::spawn(heartbeat::run(

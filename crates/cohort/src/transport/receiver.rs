@@ -8,8 +8,10 @@ use bytes::{BufMut, BytesMut};
 use cohort_proto::Member;
 use cohort_proto::wire::tribes::frame::{FRAME_OVERHEAD, FrameDecoder, Reply};
 use cohort_proto::wire::tribes::{ChannelData, ChannelDataLimits};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -35,6 +37,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
     max_message: usize,
+    busy_poll: Duration,
 ) {
     let mut connections = JoinSet::new();
     let limits = ChannelDataLimits {
@@ -47,11 +50,11 @@ pub(crate) async fn run(
                 Ok((stream, peer)) => {
                     Counters::bump(&shared.counters.connections_accepted);
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, peer, shared.clone(), events.clone(), limits));
+                    connections.spawn(serve(stream, peer, shared.clone(), events.clone(), limits, busy_poll));
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -65,6 +68,7 @@ async fn serve(
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
     limits: ChannelDataLimits,
+    busy_poll: Duration,
 ) {
     let (mut reader, writer) = stream.into_split();
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
@@ -77,7 +81,7 @@ async fn serve(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        match reader.read_buf(&mut buf).await {
+        match read_polling(&mut reader, &mut buf, busy_poll).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -138,6 +142,31 @@ async fn serve(
     drop(replies_tx);
     // Let the replies already owed go out before the connection closes.
     let _ = writer.await;
+}
+
+/// Reads, first polling the socket for up to `busy_poll` before sleeping (see
+/// [`Config::busy_poll`](crate::Config::busy_poll)).
+async fn read_polling(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    busy_poll: Duration,
+) -> std::io::Result<usize> {
+    if !busy_poll.is_zero() {
+        let start = std::time::Instant::now();
+        loop {
+            match reader.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() >= busy_poll {
+                break;
+            }
+            std::thread::yield_now();
+            tokio::task::yield_now().await;
+        }
+    }
+    reader.read_buf(buf).await
 }
 
 async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<PendingReply>) {

@@ -49,6 +49,7 @@ pub(crate) struct PeerSettings {
     pub(crate) ack_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_in_flight: usize,
+    pub(crate) busy_poll: Duration,
 }
 
 /// The connections of one node, by member.
@@ -213,6 +214,12 @@ impl Connection {
             if !queue_open && self.acks.is_empty() && self.write_buf.is_empty() {
                 return Ok(());
             }
+            if !self.settings.busy_poll.is_zero()
+                && !self.acks.is_empty()
+                && self.write_buf.is_empty()
+            {
+                self.poll_for_replies(queue).await?;
+            }
             let deadline = self.acks.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 biased;
@@ -244,6 +251,29 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Polls for replies for up to `busy_poll` before the task sleeps (see
+    /// [`Config::busy_poll`](crate::Config::busy_poll)); stops early when a reply came or a
+    /// new frame waits to be sent.
+    async fn poll_for_replies(
+        &mut self,
+        queue: &mpsc::Receiver<Outgoing>,
+    ) -> Result<(), FailureReason> {
+        let start = std::time::Instant::now();
+        let waiting = self.acks.len();
+        loop {
+            self.read_replies()?;
+            if self.acks.len() != waiting
+                || !queue.is_empty()
+                || start.elapsed() >= self.settings.busy_poll
+            {
+                return Ok(());
+            }
+            // Let the other process run on a shared CPU, and other tasks on this runtime.
+            std::thread::yield_now();
+            tokio::task::yield_now().await;
         }
     }
 
