@@ -50,7 +50,7 @@ use self::cohort_bench::{cohort_run, cohort_run_timed, perf_config, start_timed}
 use self::process::{Proc, loadavg, on_own_runtime, rss_kib, unix_us};
 use self::raw_tcp::{STREAM_CHUNK, raw_ping_pong, raw_stream};
 use self::report::Report;
-use self::sample::{Sample, round};
+use self::sample::{Sample, Scenario, round};
 use crate::CliResult;
 
 /// Bytes a data frame adds around the message: framing (18), options, timestamp and
@@ -203,45 +203,6 @@ pub(crate) async fn sink(args: PerfSinkArgs) -> CliResult {
 // ---------------------------------------------------------------------------------------
 // The measuring process
 
-/// One measured combination of message size, destinations and concurrent senders.
-#[derive(Clone, Copy)]
-struct Scenario {
-    /// Payload bytes per message.
-    size: usize,
-    /// Destination members of every send.
-    members: usize,
-    /// Concurrent sending tasks (or Tribes bench threads).
-    senders: usize,
-}
-
-impl Scenario {
-    /// "1 KiB -> 3 members, 4 senders".
-    fn label(&self) -> String {
-        format!(
-            "{} -> {} member{}, {} sender{}",
-            size_label(self.size),
-            self.members,
-            if self.members == 1 { "" } else { "s" },
-            self.senders,
-            if self.senders == 1 { "" } else { "s" },
-        )
-    }
-
-    /// (size, members, senders), to look up the matching Tribes result.
-    fn key(&self) -> (usize, usize, usize) {
-        (self.size, self.members, self.senders)
-    }
-}
-
-/// "64 KiB" for whole KiB, "100 B" otherwise.
-fn size_label(size: usize) -> String {
-    if size >= 1024 && size % 1024 == 0 {
-        format!("{} KiB", size / 1024)
-    } else {
-        format!("{size} B")
-    }
-}
-
 /// A progress line on stderr.
 fn progress(msg: impl AsRef<str>) {
     eprintln!("perf: {}", msg.as_ref());
@@ -266,22 +227,7 @@ async fn measure_inner(args: &PerfArgs) -> CliResult {
     let mcast_port = 40_000 + (pid % 10_000) as u16;
     let exe = std::env::current_exe()?;
     let max_members = args.members.iter().copied().max().unwrap_or(1).max(1);
-    let mut scenarios = Vec::new();
-    for &size in &args.sizes {
-        for &members in &args.members {
-            let mut counts = vec![1];
-            if args.senders > 1 {
-                counts.push(args.senders);
-            }
-            for senders in counts {
-                scenarios.push(Scenario {
-                    size,
-                    members,
-                    senders,
-                });
-            }
-        }
-    }
+    let scenarios = Scenario::all(&args.sizes, &args.members, args.senders);
     let runtime_label = |f: Flavor| match f {
         Flavor::Current => "current-thread".to_string(),
         Flavor::Multi => format!("multi-thread ({} workers)", args.workers),

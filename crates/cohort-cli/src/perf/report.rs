@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::sample::{Sample, round};
-use super::{FRAME_OVERHEAD, PerfArgs, Scenario, size_label};
+use super::sample::{Sample, Scenario, round, size_label};
+use super::{FRAME_OVERHEAD, PerfArgs};
 
 /// Everything a run measured, to print as tables or as JSON.
 pub(super) struct Report<'a> {

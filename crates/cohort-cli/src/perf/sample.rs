@@ -1,10 +1,71 @@
-//! The result of one measured run: a count, a duration, a latency histogram and,
-//! for cohort runs, the CPU time used.
+//! What a run measures (a [`Scenario`]) and what came out of it (a [`Sample`]: a count,
+//! a duration, a latency histogram and, for cohort runs, the CPU time used).
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use super::process::CpuUse;
+
+/// One measured combination of message size, destinations and concurrent senders.
+#[derive(Clone, Copy)]
+pub(super) struct Scenario {
+    /// Payload bytes per message.
+    pub(super) size: usize,
+    /// Destination members of every send.
+    pub(super) members: usize,
+    /// Concurrent sending tasks (or Tribes bench threads).
+    pub(super) senders: usize,
+}
+
+impl Scenario {
+    /// Every combination of `sizes` and `members`, each with one sender and (when
+    /// `senders` > 1) with `senders` senders.
+    pub(super) fn all(sizes: &[usize], members: &[usize], senders: usize) -> Vec<Self> {
+        let mut scenarios = Vec::new();
+        for &size in sizes {
+            for &members in members {
+                let mut counts = vec![1];
+                if senders > 1 {
+                    counts.push(senders);
+                }
+                for senders in counts {
+                    scenarios.push(Self {
+                        size,
+                        members,
+                        senders,
+                    });
+                }
+            }
+        }
+        scenarios
+    }
+
+    /// "1 KiB -> 3 members, 4 senders".
+    pub(super) fn label(&self) -> String {
+        format!(
+            "{} -> {} member{}, {} sender{}",
+            size_label(self.size),
+            self.members,
+            if self.members == 1 { "" } else { "s" },
+            self.senders,
+            if self.senders == 1 { "" } else { "s" },
+        )
+    }
+
+    /// (size, members, senders), to look up the matching Tribes result.
+    pub(super) fn key(&self) -> (usize, usize, usize) {
+        (self.size, self.members, self.senders)
+    }
+}
+
+/// "64 KiB" for whole KiB, "100 B" otherwise.
+pub(super) fn size_label(size: usize) -> String {
+    if size >= 1024 && size % 1024 == 0 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
 
 /// Latencies and counts of one measured run.
 pub(super) struct Sample {

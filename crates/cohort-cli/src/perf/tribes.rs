@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::cohort_bench::{cohort_run, perf_config};
 use super::process::{Proc, rss_kib};
-use super::sample::Sample;
-use super::{PerfArgs, Scenario, progress};
+use super::sample::{Sample, Scenario};
+use super::{PerfArgs, progress};
 
 /// What the Tribes part of a run found.
 #[derive(Default)]
