@@ -199,11 +199,6 @@ mod tests {
             Err(DecodeError::BadEndMarker { .. })
         ));
     }
-}
-
-#[cfg(test)]
-mod reserve_tests {
-    use super::*;
 
     #[test]
     fn a_header_alone_does_not_reserve_the_announced_size() {
