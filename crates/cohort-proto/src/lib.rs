@@ -21,6 +21,7 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 pub mod channel;
+pub mod group;
 pub mod membership;
 pub mod wire;
 
