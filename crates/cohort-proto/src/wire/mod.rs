@@ -4,6 +4,7 @@
 //! [`bytes::Bytes`] and return views into them, so decoding never copies a payload and
 //! never allocates more than the input already holds.
 
+pub mod cohort;
 pub mod tribes;
 
 mod reader;
