@@ -10,6 +10,10 @@
 use bytes::{BufMut, Bytes};
 
 use super::DecodeError;
+
+mod group;
+
+pub use self::group::{GroupLimits, GroupMessage};
 use super::reader::Reader;
 
 /// The first two bytes of every cohort message.
