@@ -1,0 +1,516 @@
+//! A deterministic simulation of many group nodes in one process.
+//!
+//! Virtual time, a seeded network (loss, duplication, delay, partitions, one-way cuts),
+//! paused, crashed and restarted nodes. Each node is the real [`Group`] core; the harness
+//! plays the runtime's part: heartbeats every 500 ms to every reachable node (feeding
+//! `discovered` / `heard_from`, and `member_dead` when an address shows a new id, as the
+//! membership service does), and the ring connection (a crash is seen by the watcher within
+//! a millisecond unless a partition is in between).
+//!
+//! After every step it checks the safety invariants: two nodes never install different
+//! member lists under one view id, and each node's view numbers only grow. Tests then check
+//! liveness: after the faults stop, every live node is in one view of exactly the live nodes.
+//! A failing run prints its seed; `GROUP_SIM_SEED=<seed>` replays it.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Group, GroupConfig, GroupEvent, GroupMember, View, ViewId};
+use crate::membership::MemberId;
+use crate::wire::cohort::GroupMessage;
+
+const BEAT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+enum Input {
+    Message { from: GroupMember, message: GroupMessage },
+    Beat { from: GroupMember, alive: Duration },
+    LinkClosed { id: MemberId },
+    Shutdown { id: MemberId },
+}
+
+struct Slot {
+    addr: SocketAddr,
+    node: Option<Group>,
+    started: Instant,
+    paused_until: Option<Instant>,
+    /// Inputs that arrived while paused, handled on resume (socket buffers).
+    held: Vec<Input>,
+    next_beat: Instant,
+    /// Ids heard from each address, as the membership service tracks them.
+    heard: HashMap<SocketAddr, MemberId>,
+    /// Ring connections reported closed (watcher side), so each is reported once.
+    ring_reported: HashSet<MemberId>,
+    /// View ids installed, in order, per identity.
+    installed: Vec<(MemberId, ViewId)>,
+    rejoins: usize,
+}
+
+/// The network: loss, duplication, delay and reachability.
+#[derive(Debug, Clone)]
+pub(super) struct NetConfig {
+    pub(super) loss: f64,
+    pub(super) duplicate: f64,
+    pub(super) min_delay: Duration,
+    pub(super) max_delay: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            loss: 0.0,
+            duplicate: 0.0,
+            min_delay: Duration::from_micros(200),
+            max_delay: Duration::from_millis(2),
+        }
+    }
+}
+
+pub(super) struct Sim {
+    pub(super) seed: u64,
+    rng: SmallRng,
+    pub(super) net: NetConfig,
+    pub(super) config: GroupConfig,
+    start: Instant,
+    pub(super) now: Instant,
+    slots: Vec<Slot>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize, usize)>>,
+    payloads: HashMap<u64, Input>,
+    counter: u64,
+    /// Partition number of each slot; nodes talk only within a partition.
+    partition: Vec<u32>,
+    /// Slots whose incoming traffic is dropped (a one-way cut).
+    deaf: HashSet<usize>,
+    /// Every view ever installed, to check that an id names one member list.
+    views: HashMap<ViewId, Vec<MemberId>>,
+    pub(super) steps: u64,
+}
+
+impl Sim {
+    pub(super) fn new(seed: u64, nodes: usize, net: NetConfig, config: GroupConfig) -> Self {
+        // GROUP_SIM_LOG=debug prints the protocol's log of a replayed run.
+        if let Ok(filter) = std::env::var("GROUP_SIM_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+        let start = Instant::now();
+        let mut sim = Self {
+            seed,
+            rng: SmallRng::seed_from_u64(seed),
+            net,
+            config,
+            start,
+            now: start,
+            slots: Vec::new(),
+            queue: BinaryHeap::new(),
+            payloads: HashMap::new(),
+            counter: 0,
+            partition: Vec::new(),
+            deaf: HashSet::new(),
+            views: HashMap::new(),
+            steps: 0,
+        };
+        for _ in 0..nodes {
+            sim.add_slot();
+        }
+        sim
+    }
+
+    fn add_slot(&mut self) -> usize {
+        let i = self.slots.len();
+        let addr = SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 4000));
+        self.slots.push(Slot {
+            addr,
+            node: None,
+            started: self.now,
+            paused_until: None,
+            held: Vec::new(),
+            next_beat: self.now,
+            heard: HashMap::new(),
+            ring_reported: HashSet::new(),
+            installed: Vec::new(),
+            rejoins: 0,
+        });
+        self.partition.push(0);
+        i
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Starts (or restarts, under a new id) the node of slot `i`.
+    pub(super) fn start(&mut self, i: usize) {
+        let id = MemberId::random(&mut self.rng);
+        let member = GroupMember {
+            id,
+            addr: self.slots[i].addr,
+        };
+        let seed = self.rng.random();
+        let node = Group::new(self.config.clone(), member, self.now, seed);
+        let slot = &mut self.slots[i];
+        slot.node = Some(node);
+        slot.started = self.now;
+        slot.paused_until = None;
+        slot.held.clear();
+        slot.next_beat = self.now;
+        slot.heard.clear();
+        slot.ring_reported.clear();
+    }
+
+    pub(super) fn start_all(&mut self) {
+        for i in 0..self.len() {
+            self.start(i);
+        }
+    }
+
+    /// kill -9: the process is gone; the ring connection to it closes.
+    pub(super) fn crash(&mut self, i: usize) {
+        self.slots[i].node = None;
+    }
+
+    /// Graceful stop: leave, then the shutdown heartbeat.
+    pub(super) fn stop(&mut self, i: usize) {
+        let now = self.now;
+        let Some(mut node) = self.slots[i].node.take() else {
+            return;
+        };
+        node.leave(now);
+        let from = node.local();
+        self.drain_node(i, &mut node);
+        for j in 0..self.len() {
+            if j != i {
+                self.deliver_later(i, j, Input::Shutdown { id: from.id });
+            }
+        }
+    }
+
+    /// SIGSTOP for `d`.
+    pub(super) fn pause(&mut self, i: usize, d: Duration) {
+        if self.slots[i].node.is_some() {
+            self.slots[i].paused_until = Some(self.now + d);
+        }
+    }
+
+    pub(super) fn set_partitions(&mut self, groups: &[&[usize]]) {
+        for p in self.partition.iter_mut() {
+            *p = 0;
+        }
+        for (n, g) in groups.iter().enumerate() {
+            for &i in *g {
+                self.partition[i] = n as u32 + 1;
+            }
+        }
+    }
+
+    pub(super) fn heal(&mut self) {
+        for p in self.partition.iter_mut() {
+            *p = 0;
+        }
+        self.deaf.clear();
+    }
+
+    pub(super) fn set_deaf(&mut self, i: usize, deaf: bool) {
+        if deaf {
+            self.deaf.insert(i);
+        } else {
+            self.deaf.remove(&i);
+        }
+    }
+
+    fn reachable(&self, from: usize, to: usize) -> bool {
+        self.partition[from] == self.partition[to] && !self.deaf.contains(&to)
+    }
+
+    pub(super) fn is_live(&self, i: usize) -> bool {
+        self.slots[i].node.is_some()
+    }
+
+    pub(super) fn node(&self, i: usize) -> Option<&Group> {
+        self.slots[i].node.as_ref()
+    }
+
+    pub(super) fn id(&self, i: usize) -> Option<MemberId> {
+        self.node(i).map(|n| n.local().id)
+    }
+
+    pub(super) fn view(&self, i: usize) -> Option<&View> {
+        self.node(i).and_then(Group::view)
+    }
+
+    pub(super) fn rejoins(&self, i: usize) -> usize {
+        self.slots[i].rejoins
+    }
+
+    fn deliver_later(&mut self, from: usize, to: usize, input: Input) {
+        if !self.reachable(from, to) || self.rng.random_bool(self.net.loss) {
+            return;
+        }
+        let copies = if self.rng.random_bool(self.net.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self
+                .rng
+                .random_range(self.net.min_delay..=self.net.max_delay);
+            self.enqueue(self.now + delay, to, input.clone());
+        }
+    }
+
+    fn enqueue(&mut self, at: Instant, to: usize, input: Input) {
+        self.counter += 1;
+        self.payloads.insert(self.counter, input);
+        self.queue
+            .push(Reverse((at, self.counter, to, self.counter as usize)));
+    }
+
+    fn slot_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.slots.iter().position(|s| s.addr == addr)
+    }
+
+    fn drain_node(&mut self, i: usize, node: &mut Group) {
+        while let Some((to, message)) = node.poll_transmit() {
+            if let Some(j) = self.slot_of(to.addr) {
+                let from = node.local();
+                self.deliver_later(i, j, Input::Message { from, message });
+            }
+        }
+        while let Some(event) = node.poll_event() {
+            match event {
+                GroupEvent::ViewInstalled(view) => {
+                    let ids: Vec<MemberId> = view.ids().collect();
+                    if let Some(previous) = self.views.get(&view.id) {
+                        assert_eq!(
+                            previous, &ids,
+                            "seed {}: two member lists under view {}",
+                            self.seed, view.id
+                        );
+                    } else {
+                        self.views.insert(view.id, ids);
+                    }
+                    let me = node.local().id;
+                    let slot = &mut self.slots[i];
+                    if let Some((last_id, last_view)) = slot.installed.last()
+                        && *last_id == me
+                    {
+                        assert!(
+                            view.id.seq > last_view.seq,
+                            "seed {}: node {i} installed {} after {}",
+                            self.seed,
+                            view.id,
+                            last_view
+                        );
+                    }
+                    slot.installed.push((me, view.id));
+                }
+                GroupEvent::Rejoined { .. } => self.slots[i].rejoins += 1,
+            }
+        }
+    }
+
+    fn handle(&mut self, i: usize, input: Input) {
+        let now = self.now;
+        let Some(mut node) = self.slots[i].node.take() else {
+            return;
+        };
+        match input {
+            Input::Message { from, message } => node.handle_message(from, message, now),
+            Input::Beat { from, alive } => {
+                let previous = self.slots[i].heard.insert(from.addr, from.id);
+                match previous {
+                    Some(old) if old == from.id => node.heard_from(from.id, now),
+                    Some(old) => {
+                        node.member_dead(old, now);
+                        node.discovered(from, now);
+                    }
+                    None => node.discovered(from, now),
+                }
+            }
+            Input::LinkClosed { id } => node.link_closed(id, now),
+            Input::Shutdown { id } => node.member_left(id, now),
+        }
+        self.drain_node(i, &mut node);
+        self.slots[i].node = Some(node);
+    }
+
+    /// Runs until `until`, processing every event and timer in order.
+    pub(super) fn run_until(&mut self, until: Instant) {
+        let mut spins = 0u64;
+        loop {
+            // The next thing to happen: a delivery, a timer, a beat or a resume.
+            let mut next = until;
+            if let Some(Reverse((at, ..))) = self.queue.peek() {
+                next = next.min(*at);
+            }
+            for s in &self.slots {
+                let Some(node) = &s.node else { continue };
+                match s.paused_until {
+                    Some(resume) => next = next.min(resume),
+                    None => {
+                        next = next.min(s.next_beat);
+                        if let Some(t) = node.poll_timeout() {
+                            next = next.min(t);
+                        }
+                    }
+                }
+            }
+            if next > until {
+                self.now = until;
+                return;
+            }
+            if next > self.now {
+                spins = 0;
+            }
+            spins += 1;
+            assert!(
+                spins < 1_000_000,
+                "seed {}: time stands still at {:?}: {}",
+                self.seed,
+                self.now - self.start,
+                self.describe()
+            );
+            self.now = next.max(self.now);
+            self.steps += 1;
+            if let Some(Reverse((at, ..))) = self.queue.peek()
+                && *at <= self.now
+            {
+                let Reverse((_, key, to, _)) = self.queue.pop().expect("peeked");
+                let input = self.payloads.remove(&key).expect("queued input");
+                if self.slots[to].paused_until.is_some() {
+                    self.slots[to].held.push(input);
+                } else {
+                    self.handle(to, input);
+                }
+                continue;
+            }
+            self.step_timers();
+            if self.now >= until && self.queue.peek().is_none_or(|Reverse((at, ..))| *at > until) {
+                return;
+            }
+        }
+    }
+
+    pub(super) fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    fn step_timers(&mut self) {
+        let now = self.now;
+        for i in 0..self.len() {
+            if self.slots[i].node.is_none() {
+                continue;
+            }
+            if let Some(resume) = self.slots[i].paused_until {
+                if resume > now {
+                    continue;
+                }
+                // On resume the timers fire first (late), then the buffered input is read.
+                self.slots[i].paused_until = None;
+                let mut node = self.slots[i].node.take().expect("live");
+                node.handle_timeout(now);
+                self.drain_node(i, &mut node);
+                self.slots[i].node = Some(node);
+                for input in std::mem::take(&mut self.slots[i].held) {
+                    self.handle(i, input);
+                }
+            }
+            if self.slots[i].next_beat <= now {
+                self.slots[i].next_beat = now + BEAT;
+                let node = self.slots[i].node.as_ref().expect("live");
+                let from = node.local();
+                let alive = now.saturating_duration_since(self.slots[i].started);
+                for j in 0..self.len() {
+                    if j != i {
+                        self.deliver_later(i, j, Input::Beat { from, alive });
+                    }
+                }
+            }
+            let mut node = self.slots[i].node.take().expect("live");
+            if node.poll_timeout().is_some_and(|t| t <= now) {
+                node.handle_timeout(now);
+            }
+            self.drain_node(i, &mut node);
+            // The ring: a watched process that is gone closes the connection (or refuses a
+            // new one) unless a partition is in between.
+            if let Some(w) = node.watched()
+                && let Some(j) = self.slot_of(w.addr)
+                && self.id(j) != Some(w.id)
+                && self.partition[i] == self.partition[j]
+                && self.slots[i].ring_reported.insert(w.id)
+            {
+                self.enqueue(now + Duration::from_millis(1), i, Input::LinkClosed { id: w.id });
+            }
+            self.slots[i].node = Some(node);
+        }
+    }
+
+    /// True if every live, unpaused node is in the same view, listing exactly them.
+    pub(super) fn converged(&self) -> bool {
+        let live: Vec<usize> = (0..self.len()).filter(|&i| self.is_live(i)).collect();
+        let ids: HashSet<MemberId> = live.iter().filter_map(|&i| self.id(i)).collect();
+        let Some(first) = live.first().and_then(|&i| self.view(i)) else {
+            return live.is_empty();
+        };
+        live.iter().all(|&i| self.view(i).is_some_and(|v| v.id == first.id))
+            && first.members.len() == ids.len()
+            && first.ids().all(|id| ids.contains(&id))
+    }
+
+    /// Runs until [`converged`](Self::converged), failing after `limit`.
+    pub(super) fn run_until_converged(&mut self, limit: Duration) -> Duration {
+        let began = self.now;
+        let step = Duration::from_millis(10);
+        while !self.converged() {
+            assert!(
+                self.now.saturating_duration_since(began) < limit,
+                "seed {}: no common view after {limit:?}: {}",
+                self.seed,
+                self.describe()
+            );
+            self.run_for(step);
+        }
+        self.now.saturating_duration_since(began)
+    }
+
+    /// The views of all nodes, for failure messages.
+    pub(super) fn describe(&self) -> String {
+        let mut by_view: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for i in 0..self.len() {
+            let key = match self.slots[i].node.as_ref() {
+                None => "crashed".to_string(),
+                Some(n) => match n.view() {
+                    Some(v) => format!("{} ({} members)", v.id, v.members.len()),
+                    None => format!("no view ({n:?})"),
+                },
+            };
+            by_view.entry(key).or_default().push(i);
+        }
+        format!("{by_view:?} at t={:?}", self.now - self.start)
+    }
+
+    /// Total removals made by coordinators so far.
+    pub(super) fn removals(&self) -> u64 {
+        self.slots
+            .iter()
+            .filter_map(|s| s.node.as_ref())
+            .map(|n| n.stats().removals)
+            .sum()
+    }
+}
+
+/// The seed to use: `GROUP_SIM_SEED` if set (to replay a failure), else `default`.
+pub(super) fn seed(default: u64) -> u64 {
+    std::env::var("GROUP_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}

@@ -1,0 +1,223 @@
+//! Scenario tests of the group protocol in the simulation (see `sim.rs`).
+
+use std::time::Duration;
+
+use super::GroupConfig;
+use super::sim::{NetConfig, Sim, seed};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn lossy(loss: f64) -> NetConfig {
+    NetConfig {
+        loss,
+        duplicate: loss / 2.0,
+        min_delay: Duration::from_micros(200),
+        max_delay: ms(5),
+    }
+}
+
+fn started(seed: u64, nodes: usize, net: NetConfig) -> Sim {
+    let mut sim = Sim::new(seed, nodes, net, GroupConfig::default());
+    sim.start_all();
+    sim.run_until_converged(Duration::from_secs(10));
+    sim
+}
+
+fn coordinator_slot(sim: &Sim) -> usize {
+    let view = (0..sim.len()).find_map(|i| sim.view(i)).expect("a view");
+    let coord = view.coordinator().expect("coordinator").id;
+    (0..sim.len()).find(|&i| sim.id(i) == Some(coord)).expect("coordinator slot")
+}
+
+#[test]
+fn first_member_forms_a_group_of_one_quickly() {
+    let mut sim = Sim::new(seed(1), 1, NetConfig::default(), GroupConfig::default());
+    sim.start(0);
+    let took = sim.run_until_converged(Duration::from_secs(2));
+    assert!(took <= ms(300), "took {took:?}");
+    assert_eq!(sim.view(0).unwrap().members.len(), 1);
+}
+
+#[test]
+fn a_later_joiner_is_admitted_within_a_few_round_trips() {
+    let mut sim = started(seed(2), 4, NetConfig::default());
+    let late = {
+        let mut sim2 = sim;
+        let i = 3;
+        sim2.crash(i);
+        sim2.run_until_converged(Duration::from_secs(5));
+        sim2.start(i);
+        let took = sim2.run_until_converged(Duration::from_secs(5));
+        took
+    };
+    assert!(late <= ms(100), "later joiner took {late:?}");
+}
+
+#[test]
+fn hundred_nodes_started_together_converge_on_one_view() {
+    let s = seed(3);
+    let mut sim = Sim::new(s, 100, lossy(0.01), GroupConfig::default());
+    sim.start_all();
+    let took = sim.run_until_converged(Duration::from_secs(10));
+    assert!(took <= Duration::from_secs(3), "seed {s}: took {took:?}");
+}
+
+#[test]
+fn crash_is_removed_through_the_ring_within_a_round_trip_and_coordinator_crash_hands_over() {
+    let mut sim = started(seed(4), 6, NetConfig::default());
+    sim.crash(4);
+    let took = sim.run_until_converged(Duration::from_secs(5));
+    assert!(took <= ms(200), "crash of a member took {took:?}");
+    let coord = coordinator_slot(&sim);
+    sim.crash(coord);
+    let took = sim.run_until_converged(Duration::from_secs(5));
+    assert!(took <= ms(200), "crash of the coordinator took {took:?}");
+    assert_ne!(coordinator_slot(&sim), coord);
+    assert_eq!(sim.view(0.max(if coord == 0 { 1 } else { 0 })).unwrap().members.len(), 4);
+}
+
+#[test]
+fn graceful_leave_installs_a_view_at_once() {
+    let mut sim = started(seed(5), 5, NetConfig::default());
+    let coord = coordinator_slot(&sim);
+    sim.stop(coord);
+    let took = sim.run_until_converged(Duration::from_secs(5));
+    assert!(took <= ms(50), "leave of the coordinator took {took:?}");
+    sim.stop((coord + 1) % 5);
+    let took = sim.run_until_converged(Duration::from_secs(5));
+    assert!(took <= ms(50), "leave of a member took {took:?}");
+}
+
+#[test]
+fn a_pause_shorter_than_the_timeout_removes_no_one() {
+    let mut sim = started(seed(6), 5, lossy(0.02));
+    let removals = sim.removals();
+    sim.pause(2, ms(800));
+    sim.run_for(Duration::from_secs(5));
+    assert!(sim.converged(), "{}", sim.describe());
+    assert_eq!(sim.removals(), removals, "{}", sim.describe());
+    assert_eq!(sim.rejoins(2), 0);
+}
+
+#[test]
+fn a_long_pause_removes_the_member_and_it_rejoins_under_a_new_id() {
+    let mut sim = started(seed(7), 5, NetConfig::default());
+    let old = sim.id(2).unwrap();
+    sim.pause(2, Duration::from_secs(6));
+    // Removed by the others within 3 s.
+    sim.run_for(Duration::from_secs(3));
+    let others = sim.view(0).unwrap();
+    assert!(!others.contains(&old), "still in {}", sim.describe());
+    assert_eq!(others.members.len(), 4);
+    // Back after the pause, as a new member.
+    sim.run_for(Duration::from_secs(3));
+    sim.run_until_converged(Duration::from_secs(3));
+    assert_eq!(sim.rejoins(2), 1);
+    assert_ne!(sim.id(2).unwrap(), old);
+    assert_eq!(sim.view(0).unwrap().members.len(), 5);
+}
+
+#[test]
+fn a_node_cut_off_alone_is_removed_and_rejoins_when_the_link_returns() {
+    let mut sim = started(seed(8), 5, NetConfig::default());
+    let old = sim.id(3).unwrap();
+    sim.set_partitions(&[&[0, 1, 2, 4], &[3]]);
+    sim.run_for(Duration::from_secs(4));
+    for i in [0, 1, 2, 4] {
+        let v = sim.view(i).unwrap();
+        assert_eq!(v.members.len(), 4, "{}", sim.describe());
+        assert!(!v.contains(&old));
+    }
+    sim.heal();
+    sim.run_until_converged(Duration::from_secs(5));
+    assert_eq!(sim.view(0).unwrap().members.len(), 5);
+    assert!(sim.rejoins(3) >= 1);
+}
+
+#[test]
+fn a_deaf_observer_cannot_evict_anyone() {
+    // Node 1 hears nothing but is heard: it suspects everyone, the witnesses disagree.
+    let mut sim = started(seed(9), 5, NetConfig::default());
+    let ids: Vec<_> = (0..5).map(|i| sim.id(i).unwrap()).collect();
+    sim.set_deaf(1, true);
+    sim.run_for(Duration::from_secs(6));
+    for i in [0, 2, 3, 4] {
+        let v = sim.view(i).unwrap();
+        for (j, id) in ids.iter().enumerate() {
+            if j != 1 {
+                assert!(v.contains(id), "node {j} evicted: {}", sim.describe());
+            }
+        }
+    }
+    sim.set_deaf(1, false);
+    sim.run_until_converged(Duration::from_secs(6));
+}
+
+#[test]
+fn random_faults_keep_views_consistent_and_heal() {
+    // Many seeds, each a different storm of loss, pauses, crashes, restarts and partitions;
+    // the invariants are checked after every step, convergence after the storm.
+    let base = seed(100);
+    let runs = if std::env::var("GROUP_SIM_SEED").is_ok() { 1 } else { 12 };
+    for run in 0..runs {
+        let s = base + run;
+        let mut sim = Sim::new(s, 12, lossy(0.05), GroupConfig::default());
+        sim.start_all();
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(s);
+        use rand::Rng;
+        for _ in 0..20 {
+            let i = rng.random_range(0..sim.len());
+            match rng.random_range(0..6) {
+                0 => sim.crash(i),
+                1 => {
+                    if !sim.is_live(i) {
+                        sim.start(i)
+                    }
+                }
+                2 => sim.pause(i, ms(rng.random_range(100..5000))),
+                3 => {
+                    let cut = rng.random_range(1..sim.len() / 2);
+                    let minority: Vec<usize> = (0..cut).map(|k| (i + k) % sim.len()).collect();
+                    let majority: Vec<usize> =
+                        (0..sim.len()).filter(|j| !minority.contains(j)).collect();
+                    sim.set_partitions(&[&majority, &minority]);
+                }
+                4 => sim.heal(),
+                _ => sim.stop(i),
+            }
+            sim.run_for(ms(rng.random_range(50..1500)));
+        }
+        sim.heal();
+        for i in 0..sim.len() {
+            if !sim.is_live(i) && rng.random_bool(0.5) {
+                sim.start(i);
+            }
+        }
+        sim.run_for(Duration::from_secs(6));
+        sim.run_until_converged(Duration::from_secs(20));
+    }
+}
+
+#[test]
+fn hundred_nodes_with_faults_stay_consistent_and_heal() {
+    let s = seed(200);
+    let mut sim = Sim::new(s, 100, lossy(0.02), GroupConfig::default());
+    sim.start_all();
+    sim.run_until_converged(Duration::from_secs(10));
+    let removals = sim.removals();
+    // A quiet lossy period removes no one.
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.removals(), removals, "false removal: {}", sim.describe());
+    for i in 0..5 {
+        sim.crash(i * 7);
+    }
+    sim.pause(50, Duration::from_secs(5));
+    sim.set_partitions(&[&(0..90).collect::<Vec<_>>(), &(90..100).collect::<Vec<_>>()]);
+    sim.run_for(Duration::from_secs(4));
+    sim.heal();
+    sim.run_for(Duration::from_secs(3));
+    sim.run_until_converged(Duration::from_secs(20));
+    assert_eq!(sim.view(1).unwrap().members.len(), 95);
+}
