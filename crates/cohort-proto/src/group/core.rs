@@ -117,7 +117,10 @@ enum Phase {
     /// Listening for other nodes until the deadline.
     Discovering { until: Instant },
     /// Waiting for the view from `target`.
-    Joining { target: GroupMember, retry_at: Instant },
+    Joining {
+        target: GroupMember,
+        retry_at: Instant,
+    },
     /// In a view.
     Member,
     /// Left gracefully; ignores everything.
@@ -247,11 +250,13 @@ impl Group {
         self.view.as_ref()?.successor(&self.local.id).copied()
     }
 
-    /// Discovery found a cohort node of our cluster (its first heartbeat).
-    pub fn discovered(&mut self, member: GroupMember, now: Instant) {
+    /// A heartbeat of a cohort node of our cluster arrived (discovery of a new node, or
+    /// proof of life of a known one).
+    pub fn heard_from(&mut self, member: GroupMember, now: Instant) {
         if member.id == self.local.id || self.phase == Phase::Left {
             return;
         }
+        let new = !self.known.contains_key(&member.id);
         let entry = self.known.entry(member.id).or_insert(Known {
             member,
             last_heard: now,
@@ -259,19 +264,12 @@ impl Group {
         });
         entry.member = member;
         entry.last_heard = now;
+        if self.suspecting.remove(&member.id).is_some() {
+            debug!(member = %member.id, "suspicion cleared: heard again");
+        }
         // A coordinator invites a newcomer at once: a joiner then needs no discovery wait.
-        if self.is_coordinator() && !self.view_contains(&member.id) {
+        if new && self.is_coordinator() && !self.view_contains(&member.id) {
             self.probe_outsiders(now);
-        }
-    }
-
-    /// A heartbeat (or any message) of `id` arrived.
-    pub fn heard_from(&mut self, id: MemberId, now: Instant) {
-        if let Some(k) = self.known.get_mut(&id) {
-            k.last_heard = now;
-        }
-        if self.suspecting.remove(&id).is_some() {
-            debug!(member = %id, "suspicion cleared: heard again");
         }
     }
 
@@ -331,7 +329,7 @@ impl Group {
             return;
         }
         self.stats.messages += 1;
-        self.heard_from(from.id, now);
+        self.heard_from(from, now);
         match message {
             GroupMessage::JoinRequest { joiner, cluster } => {
                 self.on_join_request(joiner, &cluster, now)
@@ -387,7 +385,10 @@ impl Group {
         if now >= self.next_tick {
             let late = now.saturating_duration_since(self.next_tick);
             if late > self.config.starvation_threshold {
-                info!(late_ms = late.as_millis() as u64, "timer fired late: holding suspicions back");
+                info!(
+                    late_ms = late.as_millis() as u64,
+                    "timer fired late: holding suspicions back"
+                );
                 self.starved_until = Some(now + self.config.suspect_after);
                 self.last_starved = Some(now);
                 // Whatever we suspected before the stall is not evidence.
@@ -557,7 +558,10 @@ impl Group {
                 }
                 // Another group. The smaller one dissolves into the bigger one (equal sizes:
                 // the one whose coordinator has the larger id).
-                let mine = (view.members.len() as u64, std::cmp::Reverse(view.id.coordinator));
+                let mine = (
+                    view.members.len() as u64,
+                    std::cmp::Reverse(view.id.coordinator),
+                );
                 let theirs = (u64::from(size), std::cmp::Reverse(view_id.coordinator));
                 if theirs > mine {
                     info!(other = %view_id, "merging into a bigger group");
@@ -627,9 +631,7 @@ impl Group {
                 .is_some_and(|c| c.id == from.id);
             let ours = self.view.as_ref().is_some_and(|v| v.contains(&from.id));
             let removed = from_coordinator || (ours && self.recently_starved(now));
-            if self.phase == Phase::Member
-                && removed
-                && current.is_none_or(|c| view.id.seq > c.seq)
+            if self.phase == Phase::Member && removed && current.is_none_or(|c| view.id.seq > c.seq)
             {
                 info!(view = %view.id, "a view without us: rejoining");
                 self.rejoin(Some(from), now);
@@ -819,13 +821,9 @@ impl Group {
                     self.maybe_install(now);
                 }
             }
-            Some(r) => {
-                // Pass a certain death on; a leave reaches the coordinator directly.
-                if self.gone.insert(id) {
-                    self.send(r, GroupMessage::Dead { member: id });
-                }
-            }
-            None => {}
+            // Pass a certain death on; a leave reaches the coordinator directly.
+            Some(r) if self.gone.insert(id) => self.send(r, GroupMessage::Dead { member: id }),
+            _ => {}
         }
     }
 
@@ -859,10 +857,9 @@ impl Group {
             Phase::Discovering { until } if now >= until => self.discovery_over(now),
             Phase::Joining { target, retry_at } if now >= retry_at => {
                 // Ask again; whoever is now the oldest node we know of may have changed.
-                let silent = self
-                    .known
-                    .get(&target.id)
-                    .is_none_or(|k| now.saturating_duration_since(k.last_heard) > self.config.suspect_after);
+                let silent = self.known.get(&target.id).is_none_or(|k| {
+                    now.saturating_duration_since(k.last_heard) > self.config.suspect_after
+                });
                 if silent {
                     self.known.remove(&target.id);
                 }
@@ -891,7 +888,9 @@ impl Group {
     }
 
     fn detect(&mut self, now: Instant) {
-        let Some(view) = self.view.clone() else { return };
+        let Some(view) = self.view.clone() else {
+            return;
+        };
         let starved = self.starved(now);
         for m in &view.members {
             if m.id == self.local.id || self.gone.contains(&m.id) {
@@ -943,7 +942,9 @@ impl Group {
 
     /// Confirms the suspects enough witnesses agree on, if we are the one to decide.
     fn evaluate_accusations(&mut self, now: Instant) {
-        let Some(view) = self.view.clone() else { return };
+        let Some(view) = self.view.clone() else {
+            return;
+        };
         let ttl = self.config.accusation_ttl;
         self.accusations.retain(|suspect, accusers| {
             accusers.retain(|_, at| now.saturating_duration_since(*at) < ttl);
@@ -1001,7 +1002,9 @@ impl Group {
     /// As coordinator: invites cohort nodes we hear that are not in our view (newcomers,
     /// members removed while paused, other groups after a partition heals).
     fn probe_outsiders(&mut self, now: Instant) {
-        let Some(view) = self.view.clone() else { return };
+        let Some(view) = self.view.clone() else {
+            return;
+        };
         let fresh = self.config.suspect_after;
         let mut due: Vec<GroupMember> = Vec::new();
         for k in self.known.values_mut() {

@@ -28,10 +28,19 @@ const BEAT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 enum Input {
-    Message { from: GroupMember, message: GroupMessage },
-    Beat { from: GroupMember, alive: Duration },
-    LinkClosed { id: MemberId },
-    Shutdown { id: MemberId },
+    Message {
+        from: GroupMember,
+        message: GroupMessage,
+    },
+    Beat {
+        from: GroupMember,
+    },
+    LinkClosed {
+        id: MemberId,
+    },
+    Shutdown {
+        id: MemberId,
+    },
 }
 
 struct Slot {
@@ -324,16 +333,15 @@ impl Sim {
         };
         match input {
             Input::Message { from, message } => node.handle_message(from, message, now),
-            Input::Beat { from, alive } => {
-                let previous = self.slots[i].heard.insert(from.addr, from.id);
-                match previous {
-                    Some(old) if old == from.id => node.heard_from(from.id, now),
-                    Some(old) => {
-                        node.member_dead(old, now);
-                        node.discovered(from, now);
-                    }
-                    None => node.discovered(from, now),
+            Input::Beat { from } => {
+                // A new id at a known address: the old process is gone (the membership
+                // service reports it as restarted).
+                if let Some(old) = self.slots[i].heard.insert(from.addr, from.id)
+                    && old != from.id
+                {
+                    node.member_dead(old, now);
                 }
+                node.heard_from(from, now);
             }
             Input::LinkClosed { id } => node.link_closed(id, now),
             Input::Shutdown { id } => node.member_left(id, now),
@@ -393,7 +401,12 @@ impl Sim {
                 continue;
             }
             self.step_timers();
-            if self.now >= until && self.queue.peek().is_none_or(|Reverse((at, ..))| *at > until) {
+            if self.now >= until
+                && self
+                    .queue
+                    .peek()
+                    .is_none_or(|Reverse((at, ..))| *at > until)
+            {
                 return;
             }
         }
@@ -427,10 +440,9 @@ impl Sim {
                 self.slots[i].next_beat = now + BEAT;
                 let node = self.slots[i].node.as_ref().expect("live");
                 let from = node.local();
-                let alive = now.saturating_duration_since(self.slots[i].started);
                 for j in 0..self.len() {
                     if j != i {
-                        self.deliver_later(i, j, Input::Beat { from, alive });
+                        self.deliver_later(i, j, Input::Beat { from });
                     }
                 }
             }
@@ -447,7 +459,11 @@ impl Sim {
                 && self.partition[i] == self.partition[j]
                 && self.slots[i].ring_reported.insert(w.id)
             {
-                self.enqueue(now + Duration::from_millis(1), i, Input::LinkClosed { id: w.id });
+                self.enqueue(
+                    now + Duration::from_millis(1),
+                    i,
+                    Input::LinkClosed { id: w.id },
+                );
             }
             self.slots[i].node = Some(node);
         }
@@ -460,7 +476,8 @@ impl Sim {
         let Some(first) = live.first().and_then(|&i| self.view(i)) else {
             return live.is_empty();
         };
-        live.iter().all(|&i| self.view(i).is_some_and(|v| v.id == first.id))
+        live.iter()
+            .all(|&i| self.view(i).is_some_and(|v| v.id == first.id))
             && first.members.len() == ids.len()
             && first.ids().all(|id| ids.contains(&id))
     }

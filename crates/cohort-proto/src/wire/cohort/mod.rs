@@ -111,7 +111,10 @@ mod tests {
         wrong_version[2] = 9;
         assert!(matches!(
             Envelope::decode(&Bytes::from(wrong_version)),
-            Err(DecodeError::InvalidField { field: "version", .. })
+            Err(DecodeError::InvalidField {
+                field: "version",
+                ..
+            })
         ));
         let mut unknown = buf.clone();
         unknown[3] = 200;
