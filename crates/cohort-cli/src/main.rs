@@ -1,9 +1,11 @@
 //! The `cohort` command-line tool.
 
 mod demo;
+mod members;
 mod node;
 mod output;
 mod perf;
+mod status;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -20,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run one node: print events, send every line read from stdin to all members.
     Node(node::NodeArgs),
+    /// Ask a running node (its status endpoint) for its current view.
+    Members(members::MembersArgs),
     /// Start three nodes on this machine and show discovery, messages and a member leaving.
     Demo(demo::DemoArgs),
     /// Measure ACKed send throughput and latency against baselines.
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(args) => node::run(args).await,
+            Command::Members(args) => members::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Perf(args) => perf::run(args).await,
             Command::PerfSink(args) => perf::sink(args).await,

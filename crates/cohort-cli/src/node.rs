@@ -10,6 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::CliResult;
 use crate::output::Printer;
+use crate::status;
 
 /// Options of `cohort node`.
 #[derive(Args, Debug, Clone)]
@@ -56,6 +57,14 @@ pub(crate) struct NodeArgs {
     /// Reject (failure-ACK) received messages whose text equals this.
     #[arg(long)]
     pub(crate) fail_on: Option<String>,
+    /// Where to serve the node's status (its view, as JSON over HTTP) for
+    /// `cohort members`; port 0 picks a free port (printed at start).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) status: std::net::SocketAddr,
+    /// Milliseconds without a heartbeat before a member is suspected (the group removes it
+    /// once witnesses agree).
+    #[arg(long, default_value_t = 1700)]
+    pub(crate) suspect_ms: u64,
     /// Print one JSON object per line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -78,6 +87,10 @@ impl NodeArgs {
             drop_time: Duration::from_millis(self.drop_time_ms),
             ack_timeout: Duration::from_millis(self.ack_timeout_ms),
             domain_filter: !self.no_domain_filter,
+            group: cohort::GroupConfig {
+                suspect_after: Duration::from_millis(self.suspect_ms),
+                ..cohort::GroupConfig::default()
+            },
             ..Config::default()
         }
     }
@@ -91,6 +104,8 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
     let mut sigint = signal(SignalKind::interrupt())?;
     let (node, mut events) = Node::start(args.config()).await?;
     printer.started(node.local_member());
+    let status = status::serve(node.clone(), args.status).await?;
+    printer.status_endpoint(status);
     let options = if args.sync_ack {
         SendOptions::USE_ACK | SendOptions::SYNCHRONIZED_ACK
     } else {
@@ -104,6 +119,8 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
             event = events.recv() => match event {
                 Some(Event::MemberAdded(m)) => printer.member_added(&m),
                 Some(Event::MemberDisappeared { member, reason }) => printer.member_disappeared(&member, reason),
+                Some(Event::ViewChanged(view)) => printer.view(&view, node.id()),
+                Some(Event::Rejoined { old, new }) => printer.rejoined(old, new),
                 Some(Event::Message(msg)) => {
                     printer.message(&msg);
                     if args.fail_on.as_deref().is_some_and(|f| f.as_bytes() == msg.data.as_ref()) {

@@ -1,6 +1,6 @@
 //! How events are printed: human-readable lines, or one JSON object per line.
 
-use cohort::{DisappearReason, Member, SendError, SendReport};
+use cohort::{DisappearReason, Member, MemberId, SendError, SendReport, View};
 use serde_json::{Value, json};
 
 /// Prints events as text or as JSON lines.
@@ -11,6 +11,35 @@ pub(crate) struct Printer {
 
 pub(crate) fn member_json(m: &Member) -> Value {
     json!({ "id": m.id.to_hex(), "host": m.addr.ip().to_string(), "port": m.addr.port() })
+}
+
+/// A view as JSON: `{"view_id","seq","coordinator","members":[{"id","host","port"}]}`.
+pub(crate) fn view_json(view: &View) -> Value {
+    json!({
+        "view_id": view.id.to_string(),
+        "seq": view.id.seq,
+        "coordinator": view.id.coordinator.to_hex(),
+        "members": view.members.iter().map(|m| json!({
+            "id": m.id.to_hex(),
+            "host": m.addr.ip().to_string(),
+            "port": m.addr.port(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A view as text: its id and members, one per line, the coordinator marked.
+pub(crate) fn view_text(view: &View, local: Option<MemberId>) -> String {
+    let mut out = format!("view {} ({} members)", view.id, view.members.len());
+    for (i, m) in view.members.iter().enumerate() {
+        let role = if i == 0 { " coordinator" } else { "" };
+        let me = if Some(m.id) == local {
+            " (this node)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("\n  {} {}{role}{me}", m.addr, m.id));
+    }
+    out
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -81,6 +110,27 @@ impl Printer {
             human.push_str(&format!("; FAILED {}: {r}", m.addr));
         }
         self.emit(v, human);
+    }
+
+    pub(crate) fn view(&self, view: &View, local: MemberId) {
+        let mut v = view_json(view);
+        v["event"] = json!("view");
+        v["local"] = json!(local.to_hex());
+        self.emit(v, view_text(view, Some(local)));
+    }
+
+    pub(crate) fn rejoined(&self, old: MemberId, new: MemberId) {
+        self.emit(
+            json!({ "event": "rejoined", "old_id": old.to_hex(), "new_id": new.to_hex() }),
+            format!("removed from the group; rejoining as {new} (was {old})"),
+        );
+    }
+
+    pub(crate) fn status_endpoint(&self, addr: std::net::SocketAddr) {
+        self.emit(
+            json!({ "event": "status", "addr": addr.to_string() }),
+            format!("status endpoint on {addr} (cohort members --status {addr})"),
+        );
     }
 
     pub(crate) fn stopped(&self) {

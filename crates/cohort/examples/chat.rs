@@ -31,6 +31,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(Event::Message(msg)) => {
                     println!("{}: {}", msg.from, String::from_utf8_lossy(&msg.data));
                 }
+                Some(Event::ViewChanged(view)) => {
+                    println!("view {}: {} member(s)", view.id, view.members.len());
+                }
+                Some(Event::Rejoined { new, .. }) => println!("removed; rejoining as {new}"),
                 None => break,
             },
             line = lines.next_line() => match line? {

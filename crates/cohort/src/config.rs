@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cohort_proto::group::GroupConfig;
 
 /// Everything a node needs to start. `Config::default()` is a working single-machine
 /// setup: Tribes' multicast group and timings, a receiver on 127.0.0.1 from port 4000 up.
@@ -55,6 +56,13 @@ pub struct Config {
     /// reading from their connections (back-pressure) rather than buffer without bound.
     /// Membership events are never dropped. Default: 1024.
     pub event_capacity: usize,
+    /// The group protocol: views, joins, failure detection with witnesses (see
+    /// [`GroupConfig`]). Its `cluster` is ignored: the group's cluster name is `domain`.
+    /// The failure detector listens to the heartbeats, so
+    /// [`GroupConfig::suspect_after`] must span at least two
+    /// [`heartbeat_interval`](Self::heartbeat_interval)s. Default: `GroupConfig::default()`
+    /// (a hung member is suspected after 1.7 s and removed once two witnesses agree).
+    pub group: GroupConfig,
 }
 
 /// Multicast group settings for discovery and heartbeats.
@@ -101,6 +109,7 @@ impl Default for Config {
             max_in_flight_per_member: 4096,
             busy_poll: Duration::from_micros(50),
             event_capacity: 1024,
+            group: GroupConfig::default(),
         }
     }
 }
@@ -137,6 +146,9 @@ impl Config {
         if self.event_capacity == 0 {
             return Err(ConfigError::Zero("event_capacity"));
         }
+        if self.group.suspect_after < self.heartbeat_interval * 2 {
+            return Err(ConfigError::SuspectTooShort);
+        }
         Ok(())
     }
 
@@ -153,6 +165,10 @@ impl Config {
 /// A setting that cannot work. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The group's suspect timeout is shorter than two heartbeat intervals: one late
+    /// heartbeat would make a healthy member suspect.
+    #[error("group.suspect_after must be at least two heartbeat intervals")]
+    SuspectTooShort,
     /// `bind` is 0.0.0.0 or `::`; other members could not connect to it.
     #[error("bind address must be a concrete address other members can reach, not unspecified")]
     UnspecifiedBind,

@@ -5,9 +5,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use cohort_proto::group::View;
 use cohort_proto::wire::tribes::SendOptions;
 use cohort_proto::wire::tribes::frame::Reply;
-use cohort_proto::{DisappearReason, Member};
+use cohort_proto::{DisappearReason, Member, MemberId};
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,6 +26,18 @@ pub enum Event {
     },
     /// A message arrived.
     Message(Message),
+    /// The group installed a new view: the agreed member list, the same at every member
+    /// (see [`Node::view`](crate::Node::view)).
+    ViewChanged(View),
+    /// The group removed this node (it was paused or cut off for longer than the failure
+    /// timeout) and it rejoins under a new id, by itself. A `ViewChanged` follows once it is
+    /// back in.
+    Rejoined {
+        /// The id it had.
+        old: MemberId,
+        /// The id it has now.
+        new: MemberId,
+    },
 }
 
 /// A received message.

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::event::Event;
+use crate::group::GroupInput;
 use crate::shared::Shared;
 
 /// Largest datagram read. A member record is far smaller; anything bigger is malformed.
@@ -23,6 +24,8 @@ const MAX_DATAGRAM: usize = 65_536;
 pub(crate) enum Command {
     /// Announce the shutdown, then stop; the sender is answered once the packet is sent.
     Shutdown(oneshot::Sender<()>),
+    /// Beat under a new id from now on (the group removed us and we rejoin).
+    SetIdentity(cohort_proto::MemberId),
 }
 
 /// Opens the multicast socket the way Tribes does: bound to the group address and port
@@ -79,6 +82,12 @@ pub(crate) async fn run(
                 MembershipEvent::MemberAdded(m) => Event::MemberAdded(m),
                 MembershipEvent::MemberDisappeared { member, reason } => {
                     shared.peers.remove(&member.id);
+                    if member.is_cohort {
+                        let _ = shared.group_inbox.send(GroupInput::Gone {
+                            id: member.id,
+                            reason,
+                        });
+                    }
                     Event::MemberDisappeared { member, reason }
                 }
             };
@@ -95,7 +104,14 @@ pub(crate) async fn run(
                 Ok((n, from)) => {
                     let datagram = Bytes::copy_from_slice(&buf[..n]);
                     match core.handle_datagram(to_std(Instant::now()), &datagram) {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            if let Some(m) = core.last_accepted()
+                                && m.is_cohort
+                                && m.domain == shared.local.domain
+                            {
+                                let _ = shared.group_inbox.send(GroupInput::Heard(m.clone()));
+                            }
+                        }
                         Err(DatagramError::ForeignDomain) => {
                             debug!(%from, "ignored heartbeat of another domain");
                         }
@@ -118,6 +134,9 @@ pub(crate) async fn run(
                     shared.set_membership_stats(core.stats());
                     let _ = done.send(());
                     return;
+                }
+                Some(Command::SetIdentity(id)) => {
+                    core.set_local_id(id, to_std(Instant::now()));
                 }
                 None => return,
             },

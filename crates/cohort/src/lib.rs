@@ -17,6 +17,8 @@
 //!         }
 //!         Event::MemberDisappeared { member, reason } => println!("{member} left: {reason:?}"),
 //!         Event::Message(msg) => println!("{}: {:?}", msg.from, msg.data),
+//!         Event::ViewChanged(view) => println!("view {}: {:?}", view.id, view.members),
+//!         Event::Rejoined { old, new } => println!("removed as {old}, back as {new}"),
 //!     }
 //! }
 //! # Ok(()) }
@@ -30,12 +32,14 @@
 mod config;
 mod error;
 mod event;
+mod group;
 mod heartbeat;
 mod node;
 mod shared;
 mod transport;
 
 pub use cohort_proto::channel::FailureReason;
+pub use cohort_proto::group::{GroupConfig, GroupMember, View, ViewId};
 pub use cohort_proto::wire::tribes::SendOptions;
 pub use cohort_proto::{DisappearReason, Member, MemberId};
 pub use config::{Config, ConfigError, MulticastConfig};

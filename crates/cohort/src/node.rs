@@ -2,12 +2,12 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cohort_proto::channel::{Delivery, FailureReason, NextStep};
+use cohort_proto::group::{Group, GroupConfig, GroupMember, View};
 use cohort_proto::membership::MembershipStats;
-use cohort_proto::wire::tribes::{COHORT_COMMAND, MemberRecord, SendOptions, encode_data_frame};
+use cohort_proto::wire::tribes::{COHORT_COMMAND, MemberRecord, SendOptions};
 use cohort_proto::{Member, MemberId, Membership, MembershipConfig};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -20,6 +20,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::error::{SendError, StartError};
 use crate::event::{Event, Events};
+use crate::group;
 use crate::heartbeat;
 use crate::shared::Shared;
 use crate::transport::receiver;
@@ -52,6 +53,7 @@ struct Inner {
     config: Config,
     shared: Arc<Shared>,
     heartbeat: mpsc::Sender<heartbeat::Command>,
+    group: mpsc::Sender<group::Command>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -110,7 +112,13 @@ impl Node {
             max_in_flight: config.max_in_flight_per_member,
             busy_poll: config.busy_poll,
         });
-        let shared = Arc::new(Shared::new(local.clone(), record.to_bytes(), peers));
+        let (group_inbox_tx, group_inbox_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(
+            local.clone(),
+            record.to_bytes(),
+            peers,
+            group_inbox_tx,
+        ));
 
         let socket = heartbeat::open_socket(&config).map_err(|source| StartError::Multicast {
             group: config.multicast.group,
@@ -123,6 +131,19 @@ impl Node {
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity);
         let (membership_tx, membership_rx) = mpsc::unbounded_channel();
         let (heartbeat_tx, heartbeat_rx) = mpsc::channel(4);
+        let (group_tx, group_rx) = mpsc::channel(4);
+        let group_core = Group::new(
+            GroupConfig {
+                cluster: config.domain.clone(),
+                ..config.group.clone()
+            },
+            GroupMember {
+                id,
+                addr: local.addr,
+            },
+            std::time::Instant::now(),
+            rng.next_u64(),
+        );
         let core = Membership::new(
             MembershipConfig {
                 frequency: config.heartbeat_interval,
@@ -142,6 +163,14 @@ impl Node {
                 config.busy_poll,
             )),
             tokio::spawn(forward_membership_events(membership_rx, events_tx)),
+            tokio::spawn(group::run(
+                group_core,
+                group_inbox_rx,
+                group_rx,
+                shared.clone(),
+                membership_tx.clone(),
+                heartbeat_tx.clone(),
+            )),
             tokio::spawn(heartbeat::run(
                 core,
                 socket,
@@ -157,6 +186,7 @@ impl Node {
                 config,
                 shared,
                 heartbeat: heartbeat_tx,
+                group: group_tx,
                 tasks: Mutex::new(tasks),
             }),
         };
@@ -166,6 +196,24 @@ impl Node {
     /// The local member, as the others see it.
     pub fn local_member(&self) -> &Member {
         &self.inner.shared.local
+    }
+
+    /// The local member's current id. It is [`local_member`](Self::local_member)'s id
+    /// until the group removes this node and it rejoins under a new one
+    /// ([`Event::Rejoined`]).
+    pub fn id(&self) -> MemberId {
+        *self.inner.shared.local_id.borrow()
+    }
+
+    /// The group's current view: the agreed member list, oldest (the coordinator) first.
+    /// `None` until the node has joined (or formed) a group, and while it rejoins.
+    pub fn view(&self) -> Option<View> {
+        self.inner.shared.view.borrow().clone()
+    }
+
+    /// A receiver that always holds the current view and wakes on every change.
+    pub fn watch_view(&self) -> watch::Receiver<Option<View>> {
+        self.inner.shared.view.subscribe()
     }
 
     /// The configuration the node runs with.
@@ -239,15 +287,7 @@ impl Node {
     }
 
     fn encode(&self, options: SendOptions, data: &Bytes) -> Bytes {
-        let mut message_id = [0u8; 16];
-        rand::rng().fill_bytes(&mut message_id);
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let sender = self.inner.shared.sender_record();
-        let mut frame = BytesMut::with_capacity(data.len() + sender.len() + 64);
-        encode_data_frame(options, timestamp, &message_id, &sender, data, &mut frame);
-        frame.freeze()
+        self.inner.shared.encode_frame(options, data)
     }
 
     async fn deliver(
@@ -293,6 +333,17 @@ impl Node {
     /// then closes the receiver and every connection. The event stream ends. Calling it
     /// again does nothing.
     pub async fn shutdown(&self) {
+        // Leave the group first: the coordinator installs a view without us at once.
+        let (left_tx, left_rx) = oneshot::channel();
+        if self
+            .inner
+            .group
+            .send(group::Command::Leave(left_tx))
+            .await
+            .is_ok()
+        {
+            let _ = left_rx.await;
+        }
         let (done_tx, done_rx) = oneshot::channel();
         if self
             .inner

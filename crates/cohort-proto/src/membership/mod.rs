@@ -137,6 +137,7 @@ pub struct Membership {
     events: VecDeque<MembershipEvent>,
     transmits: VecDeque<Bytes>,
     stats: MembershipStats,
+    last_accepted: Option<MemberId>,
 }
 
 impl Membership {
@@ -155,6 +156,7 @@ impl Membership {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             stats: MembershipStats::default(),
+            last_accepted: None,
         }
     }
 
@@ -196,12 +198,33 @@ impl Membership {
         self.local_member.payload = payload;
     }
 
+    /// The member whose heartbeat the last call to
+    /// [`handle_datagram`](Self::handle_datagram) accepted (not a shutdown announcement), if
+    /// it accepted one: the proof of life other protocols (failure detection) listen for.
+    pub fn last_accepted(&self) -> Option<&Member> {
+        self.last_accepted.and_then(|id| self.member(&id))
+    }
+
+    /// Takes a new identity: from now on heartbeats carry `id`, and the alive time counts
+    /// from `now`. Peers see a new member at our address, so they drop the old one as
+    /// restarted. Used when the group removed this node and it rejoins.
+    pub fn set_local_id(&mut self, id: MemberId, now: Instant) {
+        self.local.unique_id = id.0;
+        self.local_member.id = id;
+        self.started = now;
+        self.members.remove(&id);
+        if self.next_beat.is_some() {
+            self.next_beat = Some(now);
+        }
+    }
+
     /// Handles one datagram received on the multicast group.
     ///
     /// A datagram that is not accepted is counted and reported as an error; the member list
     /// is unchanged by it.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &Bytes) -> Result<(), DatagramError> {
         self.stats.received += 1;
+        self.last_accepted = None;
         let record = match MemberRecord::decode(datagram, &self.config.limits) {
             Ok(record) => record,
             Err(e) => {
@@ -238,6 +261,7 @@ impl Membership {
             }
             return Ok(());
         }
+        self.last_accepted = Some(id);
         match self.members.get_mut(&id) {
             Some(entry) => {
                 trace!(member = %member, "heartbeat");

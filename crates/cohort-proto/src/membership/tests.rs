@@ -455,3 +455,32 @@ fn simulated_pause_shorter_than_drop_time_is_tolerated_longer_is_not() {
         );
     }
 }
+
+#[test]
+fn last_accepted_names_the_member_heard_and_a_new_identity_restarts_us() {
+    let t0 = Instant::now();
+    let mut a = node(4000, 1, t0);
+    let mut b = node(4001, 2, t0);
+    a.handle_timeout(t0);
+    let beat = a.poll_transmit().unwrap();
+    b.handle_datagram(t0, &beat).unwrap();
+    assert_eq!(b.last_accepted().map(|m| m.id), Some(MemberId([1; 16])));
+    assert!(b.handle_datagram(t0, &Bytes::from_static(b"junk")).is_err());
+    assert_eq!(b.last_accepted(), None);
+
+    // `a` rejoins under a new id: its next beat is due at once and carries the new id, so
+    // `b` sees a new member at the same address and drops the old one as restarted.
+    let _ = events(&mut b);
+    let t1 = t0 + Duration::from_millis(100);
+    a.set_local_id(MemberId([9; 16]), t1);
+    assert_eq!(a.poll_timeout(), Some(t1));
+    a.handle_timeout(t1);
+    flush(&mut a, &mut [&mut b], t1);
+    assert_eq!(a.local_record(t1).alive_ms, 0);
+    let ev = events(&mut b);
+    assert!(ev.iter().any(|e| matches!(e, MembershipEvent::MemberDisappeared { member, reason: DisappearReason::Restarted } if member.id == MemberId([1; 16]))), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, MembershipEvent::MemberAdded(m) if m.id == MemberId([9; 16])))
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use cohort_proto::Member;
 use cohort_proto::wire::tribes::frame::{FRAME_OVERHEAD, FrameDecoder, Reply};
-use cohort_proto::wire::tribes::{ChannelData, ChannelDataLimits};
+use cohort_proto::wire::tribes::{ChannelData, ChannelDataLimits, SendOptions};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::event::{Event, Message};
+use crate::group::GroupInput;
 use crate::shared::{Counters, Shared};
 
 /// Replies that may wait for the writer, per connection, before the reader pauses.
@@ -115,6 +116,23 @@ async fn serve(
                     break 'read;
                 }
             };
+            if data.options.contains(SendOptions::COHORT_CONTROL) {
+                // cohort's group protocol: acknowledged on receipt, handled by the group
+                // task, never shown to the application.
+                if data.options.wants_ack()
+                    && replies_tx
+                        .send(PendingReply::Ready(Reply::Ack))
+                        .await
+                        .is_err()
+                {
+                    break 'read;
+                }
+                let _ = shared.group_inbox.send(GroupInput::Message {
+                    from,
+                    data: data.message,
+                });
+                continue;
+            }
             Counters::bump(&shared.counters.messages_received);
             // Tribes' order: an ordinary ACK is written when the frame is read, before
             // delivery; a synchronized one after the application handled the message.

@@ -23,6 +23,10 @@ impl SendOptions {
     pub const UDP: Self = Self(0x20);
     /// Sent by multicast.
     pub const MULTICAST: Self = Self(0x40);
+    /// cohort's own: the message belongs to cohort's group protocol, not to the
+    /// application. Only ever sent to cohort nodes (Tribes never sees it); a high bit no
+    /// Tribes option or interceptor uses.
+    pub const COHORT_CONTROL: Self = Self(0x0100_0000);
 
     /// True when every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {
@@ -61,7 +65,7 @@ impl std::ops::BitOr for SendOptions {
 
 impl fmt::Debug for SendOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(SendOptions, &str); 7] = [
+        const NAMES: [(SendOptions, &str); 8] = [
             (SendOptions::BYTE_MESSAGE, "BYTE_MESSAGE"),
             (SendOptions::USE_ACK, "USE_ACK"),
             (SendOptions::SYNCHRONIZED_ACK, "SYNCHRONIZED_ACK"),
@@ -69,6 +73,7 @@ impl fmt::Debug for SendOptions {
             (SendOptions::SECURE, "SECURE"),
             (SendOptions::UDP, "UDP"),
             (SendOptions::MULTICAST, "MULTICAST"),
+            (SendOptions::COHORT_CONTROL, "COHORT_CONTROL"),
         ];
         let mut first = true;
         for (bit, name) in NAMES {
@@ -80,7 +85,7 @@ impl fmt::Debug for SendOptions {
                 first = false;
             }
         }
-        let unknown = self.0 & !0x7f;
+        let unknown = self.0 & !(0x7f | Self::COHORT_CONTROL.0);
         if unknown != 0 || first {
             if !first {
                 f.write_str("|")?;

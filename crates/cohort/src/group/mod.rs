@@ -1,0 +1,191 @@
+//! Drives the group core ([`cohort_proto::group::Group`]): feeds it the heartbeats the
+//! membership task hears and the control messages the receiver gets, sends its messages
+//! over the channel, keeps the ring connection to the watched member, and publishes views.
+
+mod ring;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cohort_proto::group::{Group, GroupEvent, GroupMember};
+use cohort_proto::wire::cohort::GroupMessage;
+use cohort_proto::wire::tribes::SendOptions;
+use cohort_proto::{DisappearReason, Member, MemberId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::event::Event;
+use crate::heartbeat;
+use crate::shared::Shared;
+
+/// Facts the group task learns from the other tasks.
+#[derive(Debug)]
+pub(crate) enum GroupInput {
+    /// A heartbeat of a cohort node of our cluster.
+    Heard(Member),
+    /// The membership service dropped a cohort node.
+    Gone {
+        id: MemberId,
+        reason: DisappearReason,
+    },
+    /// A group protocol message arrived on the channel.
+    Message { from: Member, data: Bytes },
+    /// The ring connection to `id` closed: its process is gone.
+    RingClosed { id: MemberId },
+}
+
+/// Commands from the node handle.
+pub(crate) enum Command {
+    /// Leave the group; answered once the leave message is delivered (or could not be).
+    Leave(oneshot::Sender<()>),
+}
+
+/// Longest a graceful leave waits for its message to be acknowledged.
+const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The group task: one per node.
+pub(crate) async fn run(
+    mut core: Group,
+    mut inbox: mpsc::UnboundedReceiver<GroupInput>,
+    mut commands: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event>,
+    heartbeat: mpsc::Sender<heartbeat::Command>,
+) {
+    let start = Instant::now();
+    let start_std = std::time::Instant::now();
+    let to_std = |t: Instant| start_std + (t - start);
+    let from_std = |t: std::time::Instant| start + t.saturating_duration_since(start_std);
+    let limits = core.config().limits;
+    let ring_inbox = shared.group_inbox.clone();
+    // The member watched, and the task watching it (none once it was found dead: it is
+    // not watched again, the group removes it).
+    let mut ring: Option<(MemberId, Option<JoinHandle<()>>)> = None;
+    core.handle_timeout(to_std(Instant::now()));
+    loop {
+        while let Some((to, message)) = core.poll_transmit() {
+            let frame = encode(&shared, &message);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = shared.peers.submit(&as_member(&to), frame, true).await {
+                    debug!(to = %to.addr, kind = message.kind(), error = %e, "group message not delivered");
+                }
+            });
+        }
+        while let Some(event) = core.poll_event() {
+            match event {
+                GroupEvent::ViewInstalled(view) => {
+                    info!(view = %view.id, members = view.members.len(), "view installed");
+                    shared.view.send_replace(Some(view.clone()));
+                    let _ = events.send(Event::ViewChanged(view));
+                }
+                GroupEvent::Rejoined { old, new } => {
+                    info!(%old, %new, "removed from the group: rejoining under a new id");
+                    shared.view.send_replace(None);
+                    shared.local_id.send_replace(new);
+                    let _ = heartbeat.send(heartbeat::Command::SetIdentity(new)).await;
+                    let _ = events.send(Event::Rejoined { old, new });
+                }
+            }
+        }
+        // Keep one ring connection, to the member we watch.
+        let watched = core.watched();
+        if ring.as_ref().map(|(id, _)| *id) != watched.map(|w| w.id) {
+            if let Some((_, Some(task))) = ring.take() {
+                task.abort();
+            }
+            if let Some(w) = watched {
+                let task = tokio::spawn(ring::watch(w, ring_inbox.clone()));
+                ring = Some((w.id, Some(task)));
+            }
+        }
+
+        let deadline = core.poll_timeout().map(from_std);
+        tokio::select! {
+            input = inbox.recv() => {
+                let Some(input) = input else { break };
+                let now = to_std(Instant::now());
+                match input {
+                    GroupInput::Heard(m) => core.heard_from(group_member(&m), now),
+                    GroupInput::Gone { id, reason: DisappearReason::Shutdown } => core.member_left(id, now),
+                    GroupInput::Gone { id, reason: DisappearReason::Restarted } => core.member_dead(id, now),
+                    // Silence is the failure detector's business, with witnesses.
+                    GroupInput::Gone { reason: DisappearReason::Timeout, .. } => {}
+                    GroupInput::Message { from, data } => match GroupMessage::decode(&data, &limits) {
+                        Ok(message) => core.handle_message(group_member(&from), message, now),
+                        Err(e) => {
+                            crate::shared::Counters::bump(&shared.counters.malformed_frames);
+                            warn!(from = %from.addr, error = %e, "dropped malformed group message");
+                        }
+                    },
+                    GroupInput::RingClosed { id } => {
+                        if let Some((watched, task)) = &mut ring
+                            && *watched == id
+                        {
+                            *task = None;
+                        }
+                        core.link_closed(id, now);
+                    }
+                }
+            }
+            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                core.handle_timeout(to_std(Instant::now()));
+            }
+            command = commands.recv() => match command {
+                Some(Command::Leave(done)) => {
+                    core.leave(to_std(Instant::now()));
+                    let mut sends = Vec::new();
+                    while let Some((to, message)) = core.poll_transmit() {
+                        let frame = encode(&shared, &message);
+                        let shared = shared.clone();
+                        sends.push(async move {
+                            let _ = shared.peers.submit(&as_member(&to), frame, true).await;
+                        });
+                    }
+                    let _ = tokio::time::timeout(LEAVE_TIMEOUT, futures_util::future::join_all(sends)).await;
+                    let _ = done.send(());
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    if let Some((_, Some(task))) = ring.take() {
+        task.abort();
+    }
+}
+
+fn encode(shared: &Shared, message: &GroupMessage) -> Bytes {
+    let options = SendOptions::USE_ACK
+        .with(SendOptions::BYTE_MESSAGE)
+        .with(SendOptions::COHORT_CONTROL);
+    shared.encode_frame(options, &message.encode())
+}
+
+fn group_member(m: &Member) -> GroupMember {
+    GroupMember {
+        id: m.id,
+        addr: m.addr,
+    }
+}
+
+/// The channel's view of a group member: a cohort node at that address.
+fn as_member(m: &GroupMember) -> Member {
+    Member {
+        id: m.id,
+        addr: m.addr,
+        secure_port: None,
+        udp_port: None,
+        domain: Bytes::new(),
+        payload: Bytes::new(),
+        alive: Duration::ZERO,
+        is_cohort: true,
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}

@@ -1,0 +1,58 @@
+//! The ring connection (Coherence's TcpRing, JGroups' FD_SOCK): a TCP connection to the
+//! member we watch. Nothing is sent on it; when the watched process dies its kernel closes
+//! the connection at once, so a crash is seen within a round trip, without waiting for
+//! heartbeats to go missing. A hung process keeps its connections open (that case is the
+//! heartbeats'), and a cut link closes nothing (also theirs).
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use cohort_proto::group::GroupMember;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::GroupInput;
+
+/// How long a connection attempt may take before it is retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between attempts that failed without proving the process dead.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Watches `member` until its process is found dead (reported to the group task) or the
+/// task is aborted (the watched member changed).
+pub(super) async fn watch(member: GroupMember, report: mpsc::UnboundedSender<GroupInput>) {
+    loop {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr)).await {
+            Ok(Ok(mut stream)) => {
+                let mut buf = [0u8; 64];
+                loop {
+                    match stream.read(&mut buf).await {
+                        // The receiver never writes unprompted; any bytes are ignored.
+                        Ok(n) if n > 0 => continue,
+                        Ok(_) => {
+                            debug!(member = %member.addr, "ring connection closed");
+                            break;
+                        }
+                        Err(e) => {
+                            debug!(member = %member.addr, error = %e, "ring connection failed");
+                            break;
+                        }
+                    }
+                }
+                let _ = report.send(GroupInput::RingClosed { id: member.id });
+                return;
+            }
+            // Nothing listens there: the process is gone.
+            Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => {
+                let _ = report.send(GroupInput::RingClosed { id: member.id });
+                return;
+            }
+            // Unreachable or slow: not proof of anything; heartbeats decide.
+            Ok(Err(e)) => debug!(member = %member.addr, error = %e, "ring connect failed"),
+            Err(_) => debug!(member = %member.addr, "ring connect timed out"),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
