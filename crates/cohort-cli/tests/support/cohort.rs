@@ -140,3 +140,31 @@ pub(crate) fn ids_in(result: &Value, field: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The member ids of a `view` event, in view order.
+pub(crate) fn view_ids(v: &Value) -> Vec<String> {
+    v["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A predicate: a `view` event listing exactly `ids` (in any order).
+pub(crate) fn view_of(ids: &[String]) -> impl FnMut(&Value) -> bool + use<> {
+    let mut want: Vec<String> = ids.to_vec();
+    want.sort();
+    move |v| {
+        let mut got = view_ids(v);
+        got.sort();
+        is_event(v, "view") && got == want
+    }
+}
+
+/// A predicate: any `view` event.
+pub(crate) fn any_view(v: &Value) -> bool {
+    is_event(v, "view")
+}

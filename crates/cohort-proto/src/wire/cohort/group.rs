@@ -413,4 +413,20 @@ mod tests {
         join[5 + 16] = 5; // the address family byte of the joiner
         assert!(GroupMessage::decode(&join.freeze(), &GroupLimits::default()).is_err());
     }
+
+    #[test]
+    fn the_fuzz_seeds_are_valid_messages() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/cohort_group");
+        let mut kinds = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("fuzz seeds") {
+            let bytes = Bytes::from(std::fs::read(entry.unwrap().path()).unwrap());
+            let msg = GroupMessage::decode(&bytes, &GroupLimits::default()).expect("seed decodes");
+            assert_eq!(msg.encode(), bytes);
+            kinds.push(msg.kind());
+        }
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), 8, "one seed per kind: {kinds:?}");
+    }
 }
