@@ -76,9 +76,12 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
     }
     let stamp = |at: Instant| format!("{:>6.0} ms", (at - started).as_secs_f64() * 1000.0);
 
-    println!("1. Discovery: each node multicasts a heartbeat every 500 ms.");
-    let mut seen = 0;
-    while seen < 6 {
+    println!("1. Discovery and the group: heartbeats every 500 ms; the first node forms a group");
+    println!(
+        "   and invites the others the moment it hears them. Every node installs the same views."
+    );
+    let mut full = 0;
+    while full < 3 {
         let (i, v) = next(&mut rx).await?;
         match event(&v) {
             "started" => {
@@ -90,14 +93,16 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
                     v["port"]
                 );
             }
-            "member_added" => {
-                seen += 1;
-                // Each demo node publishes its name as its payload.
+            "view" => {
+                let members = view_names(&v, &ids);
+                if v["members"].as_array().map_or(0, Vec::len) == 3 {
+                    full += 1;
+                }
                 println!(
-                    "   {}  {} sees {}",
+                    "   {}  {} installs view {} [{members}]",
                     stamp(Instant::now()),
                     names[i],
-                    str_of(&v, "payload")
+                    v["seq"]
                 );
             }
             _ => {}
@@ -131,43 +136,92 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
         }
     }
 
-    println!("\n3. gamma leaves gracefully (SIGTERM): it announces its shutdown.");
-    let left = Instant::now();
-    signal(&nodes[2].child, "-TERM").await;
-    let mut pending = 2;
-    while pending > 0 {
-        let (i, v) = next(&mut rx).await?;
-        if event(&v) == "member_disappeared" {
-            pending -= 1;
-            println!(
-                "   {}  {} dropped gamma ({}), {} ms after it left",
-                stamp(Instant::now()),
-                names[i],
-                str_of(&v, "reason"),
-                left.elapsed().as_millis()
-            );
+    println!(
+        "\n3. beta hangs (SIGSTOP) for 4 s. After 1.7 s of silence the others suspect it; the"
+    );
+    println!("   coordinator removes it once a witness agrees. When it resumes, it learns it was");
+    println!("   removed and rejoins by itself, under a new id.");
+    let stopped = Instant::now();
+    signal(&nodes[1].child, "-STOP").await;
+    let mut resumed = false;
+    let mut back = false;
+    while !back {
+        let wait = if resumed {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_secs(4).saturating_sub(stopped.elapsed())
+        };
+        let line = tokio::time::timeout(wait, next(&mut rx)).await;
+        let Ok(line) = line else {
+            println!("   {}  beta resumes (SIGCONT)", stamp(Instant::now()));
+            signal(&nodes[1].child, "-CONT").await;
+            resumed = true;
+            continue;
+        };
+        let (i, v) = line?;
+        match event(&v) {
+            "view" if i == 0 => {
+                let members = view_names(&v, &ids);
+                println!(
+                    "   {}  alpha installs view {} [{members}], {} ms after the stop",
+                    stamp(Instant::now()),
+                    v["seq"],
+                    stopped.elapsed().as_millis()
+                );
+                back = resumed && v["members"].as_array().map_or(0, Vec::len) == 3;
+            }
+            "rejoined" => {
+                ids.insert(str_of(&v, "new_id"), "beta");
+                println!(
+                    "   {}  beta: removed while stopped; rejoining as {}",
+                    stamp(Instant::now()),
+                    &str_of(&v, "new_id")[..8]
+                );
+            }
+            _ => {}
         }
     }
 
     println!(
-        "\n4. beta is killed with SIGKILL: alpha notices when its heartbeats stop (drop time 3 s)."
+        "\n4. gamma leaves gracefully (SIGTERM): the coordinator installs a view without it at once."
     );
+    let left = Instant::now();
+    signal(&nodes[2].child, "-TERM").await;
+    loop {
+        let (i, v) = next(&mut rx).await?;
+        if i == 0 && event(&v) == "view" {
+            println!(
+                "   {}  alpha installs view {} [{}], {} ms after gamma left",
+                stamp(Instant::now()),
+                v["seq"],
+                view_names(&v, &ids),
+                left.elapsed().as_millis()
+            );
+            break;
+        }
+    }
+
+    println!(
+        "\n5. beta is killed with SIGKILL: its ring connection closes, so it is removed at once"
+    );
+    println!("   (no waiting for heartbeats to go missing).");
     let killed = Instant::now();
     nodes[1].child.start_kill()?;
     loop {
         let (i, v) = next(&mut rx).await?;
-        if i == 0 && event(&v) == "member_disappeared" {
+        if i == 0 && event(&v) == "view" {
             println!(
-                "   {}  alpha dropped beta ({}), {} ms after the kill",
+                "   {}  alpha installs view {} [{}], {} ms after the kill",
                 stamp(Instant::now()),
-                str_of(&v, "reason"),
+                v["seq"],
+                view_names(&v, &ids),
                 killed.elapsed().as_millis()
             );
             break;
         }
     }
 
-    println!("\n5. alpha is alone; it stops.");
+    println!("\n6. alpha is alone; it stops.");
     signal(&nodes[0].child, "-TERM").await;
     for node in &mut nodes {
         let _ = tokio::time::timeout(Duration::from_secs(3), node.child.wait()).await;
@@ -175,6 +229,11 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
     }
     println!("\ndone. Run `cohort node --help` to start nodes of your own.");
     Ok(())
+}
+
+/// The demo names of a `view` event's members, in view order (the coordinator first).
+fn view_names(v: &Value, ids: &HashMap<String, &'static str>) -> String {
+    names_of(&v["members"], ids)
 }
 
 async fn next(

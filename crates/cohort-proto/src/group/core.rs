@@ -816,6 +816,11 @@ impl Group {
                 if self.gone.insert(id) {
                     debug!(member = %id, "member gone");
                 }
+                // A view still waiting for its acknowledgement must not hold the next one
+                // back.
+                if let Some(install) = &mut self.install {
+                    install.unacked.remove(&id);
+                }
                 if self.is_coordinator() || self.is_acting_coordinator() {
                     self.schedule_batch(now);
                     self.maybe_install(now);
@@ -986,6 +991,9 @@ impl Group {
             info!(member = %suspect, "suspicion confirmed by witnesses");
             self.gone.insert(suspect);
             self.accusations.remove(&suspect);
+            if let Some(install) = &mut self.install {
+                install.unacked.remove(&suspect);
+            }
         }
         if self.is_coordinator() || self.is_acting_coordinator() {
             let pending = self

@@ -77,6 +77,19 @@ fn crash_is_removed_through_the_ring_within_a_round_trip_and_coordinator_crash_h
 }
 
 #[test]
+fn a_crash_before_acknowledging_a_view_does_not_hold_the_next_one_back() {
+    let mut sim = started(seed(10), 4, NetConfig::default());
+    let coord = coordinator_slot(&sim);
+    let other = (coord + 1) % 4;
+    let victim = (coord + 2) % 4;
+    // The member leaves; the victim dies before it can acknowledge the view without it.
+    sim.stop(other);
+    sim.crash(victim);
+    let took = sim.run_until_converged(Duration::from_secs(5));
+    assert!(took <= ms(200), "took {took:?}: {}", sim.describe());
+}
+
+#[test]
 fn graceful_leave_installs_a_view_at_once() {
     let mut sim = started(seed(5), 5, NetConfig::default());
     let coord = coordinator_slot(&sim);
