@@ -177,6 +177,7 @@ pub struct Group {
     next_tick: Instant,
     starved_until: Option<Instant>,
     last_starved: Option<Instant>,
+    next_gone_report: Instant,
     transmits: VecDeque<(GroupMember, GroupMessage)>,
     events: VecDeque<GroupEvent>,
     stats: GroupStats,
@@ -209,6 +210,7 @@ impl Group {
             install: None,
             starved_until: None,
             last_starved: None,
+            next_gone_report: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: GroupStats::default(),
@@ -358,6 +360,18 @@ impl Group {
                     self.known.remove(&member);
                 }
                 self.handle_gone(member, now);
+            }
+            GroupMessage::Suspect { .. } | GroupMessage::Dead { .. }
+                if self.phase == Phase::Member && !self.view_contains(&from.id) =>
+            {
+                // The sender counts us in its group, but we are not in each other's views
+                // any more: tell it, so it stops waiting for us to decide.
+                self.send(
+                    from,
+                    GroupMessage::Leave {
+                        member: self.local.id,
+                    },
+                );
             }
             GroupMessage::Suspect { member, view_seq } => {
                 self.max_seq = self.max_seq.max(view_seq);
@@ -543,12 +557,13 @@ impl Group {
                 let Some(view) = &self.view else { return };
                 if view.contains(&from.id) {
                     // It coordinates a view without us. Either its group went on without
-                    // us (we were removed: its view is newer and holds a majority of ours,
-                    // or we know we were stalled), or it split off (a node cut off alone
-                    // forms a group of one): then it is gone from ours.
+                    // us (we were removed: its view is newer and it is our coordinator, or
+                    // holds a majority of ours, or we know we were stalled), or it split off
+                    // (a node cut off alone forms a group of one): then it is gone from ours.
                     let newer = view_id.seq > view.id.seq;
                     let majority = u64::from(size) * 2 > view.members.len() as u64;
-                    if newer && (majority || self.recently_starved(now)) {
+                    let ours = view.coordinator().is_some_and(|c| c.id == from.id);
+                    if newer && (ours || majority || self.recently_starved(now)) {
                         info!(coordinator = %from.id, "removed from the group: rejoining");
                         self.rejoin(Some(from), now);
                     } else {
@@ -879,6 +894,7 @@ impl Group {
             return;
         }
         self.detect(now);
+        self.report_gone(now);
         self.evaluate_accusations(now);
         if self.is_coordinator() {
             self.probe_outsiders(now);
@@ -942,6 +958,31 @@ impl Group {
                 ),
                 None => {}
             }
+        }
+    }
+
+    /// Repeats what we know for certain (a member left or died) to whoever decides now,
+    /// until a view without the member arrives: the first report may have gone to a member
+    /// that died since, or been lost.
+    fn report_gone(&mut self, now: Instant) {
+        if self.next_gone_report > now {
+            return;
+        }
+        self.next_gone_report = now + self.config.suspect_resend;
+        let Some(view) = &self.view else { return };
+        let mut reports = Vec::new();
+        for m in &view.members {
+            if !self.gone.contains(&m.id) {
+                continue;
+            }
+            if let Some(r) = self.responsible_for(&m.id)
+                && r.id != self.local.id
+            {
+                reports.push((r, m.id));
+            }
+        }
+        for (r, id) in reports {
+            self.send(r, GroupMessage::Dead { member: id });
         }
     }
 

@@ -327,6 +327,7 @@ impl Sim {
     }
 
     fn handle(&mut self, i: usize, input: Input) {
+        let _span = tracing::debug_span!("node", i).entered();
         let now = self.now;
         let Some(mut node) = self.slots[i].node.take() else {
             return;
@@ -446,6 +447,7 @@ impl Sim {
                     }
                 }
             }
+            let _span = tracing::debug_span!("node", i).entered();
             let mut node = self.slots[i].node.take().expect("live");
             if node.poll_timeout().is_some_and(|t| t <= now) {
                 node.handle_timeout(now);
@@ -505,7 +507,18 @@ impl Sim {
             let key = match self.slots[i].node.as_ref() {
                 None => "crashed".to_string(),
                 Some(n) => match n.view() {
-                    Some(v) => format!("{} ({} members)", v.id, v.members.len()),
+                    Some(v) => {
+                        // Each member as its slot number, "x" for ids no live node has.
+                        let slots: Vec<String> = v
+                            .ids()
+                            .map(|id| {
+                                (0..self.len())
+                                    .find(|&j| self.id(j) == Some(id))
+                                    .map_or_else(|| "x".to_string(), |j| j.to_string())
+                            })
+                            .collect();
+                        format!("{} [{}]", v.id, slots.join(","))
+                    }
                     None => format!("no view ({n:?})"),
                 },
             };
