@@ -65,6 +65,10 @@ pub(crate) struct NodeArgs {
     /// once witnesses agree).
     #[arg(long, default_value_t = 1700)]
     pub(crate) suspect_ms: u64,
+    /// Check a suspect's host (a connection attempt to its address): a host that refuses
+    /// proves the process dead, one that does not answer counts as a witness.
+    #[arg(long)]
+    pub(crate) host_check: bool,
     /// Print one JSON object per line.
     #[arg(long)]
     pub(crate) json: bool,
@@ -89,6 +93,7 @@ impl NodeArgs {
             domain_filter: !self.no_domain_filter,
             group: cohort::GroupConfig {
                 suspect_after: Duration::from_millis(self.suspect_ms),
+                host_check: self.host_check,
                 ..cohort::GroupConfig::default()
             },
             ..Config::default()

@@ -39,7 +39,7 @@ mod shared;
 mod transport;
 
 pub use cohort_proto::channel::FailureReason;
-pub use cohort_proto::group::{GroupConfig, GroupMember, View, ViewId};
+pub use cohort_proto::group::{GroupConfig, GroupMember, HostCheck, View, ViewId};
 pub use cohort_proto::wire::tribes::SendOptions;
 pub use cohort_proto::{DisappearReason, Member, MemberId};
 pub use config::{Config, ConfigError, MulticastConfig};

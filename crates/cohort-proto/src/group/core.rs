@@ -49,6 +49,11 @@ pub struct GroupConfig {
     pub starvation_threshold: Duration,
     /// How often a coordinator invites a node it hears but that is not in its view.
     pub probe_interval: Duration,
+    /// Check the host of a suspect (Coherence's IpMonitor): the member deciding on a
+    /// suspect asks the runtime to reach the suspect's host ([`Group::poll_host_check`]).
+    /// A host that answers but has nothing listening proves the process dead (removed at
+    /// once); a host that does not answer counts as one more witness. Off by default.
+    pub host_check: bool,
     /// Bounds on received messages.
     pub limits: GroupLimits,
 }
@@ -69,6 +74,7 @@ impl Default for GroupConfig {
             tick: Duration::from_millis(100),
             starvation_threshold: Duration::from_millis(300),
             probe_interval: Duration::from_millis(1000),
+            host_check: false,
             limits: GroupLimits::default(),
         }
     }
@@ -110,6 +116,19 @@ pub struct GroupStats {
     pub removals: u64,
     /// Times this node rejoined under a new id.
     pub rejoins: u64,
+    /// Host checks asked for (see [`GroupConfig::host_check`]).
+    pub host_checks: u64,
+}
+
+/// What a host check found (see [`GroupConfig::host_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostCheck {
+    /// Something listens at the member's address: the process exists (maybe hung).
+    Alive,
+    /// The host answered, but nothing listens there: the process is gone.
+    ProcessGone,
+    /// The host did not answer: down, or cut off from us.
+    Unreachable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +197,10 @@ pub struct Group {
     starved_until: Option<Instant>,
     last_starved: Option<Instant>,
     next_gone_report: Instant,
+    /// Suspects whose host is to be checked, and suspects whose host did not answer.
+    host_checks: VecDeque<GroupMember>,
+    host_checked: HashSet<MemberId>,
+    host_down: HashMap<MemberId, Instant>,
     transmits: VecDeque<(GroupMember, GroupMessage)>,
     events: VecDeque<GroupEvent>,
     stats: GroupStats,
@@ -211,6 +234,9 @@ impl Group {
             starved_until: None,
             last_starved: None,
             next_gone_report: now,
+            host_checks: VecDeque::new(),
+            host_checked: HashSet::new(),
+            host_down: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: GroupStats::default(),
@@ -418,6 +444,26 @@ impl Group {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<(GroupMember, GroupMessage)> {
         self.transmits.pop_front()
+    }
+
+    /// The next host to check (only with [`GroupConfig::host_check`]): answer with
+    /// [`host_check_result`](Self::host_check_result).
+    #[must_use]
+    pub fn poll_host_check(&mut self) -> Option<GroupMember> {
+        self.host_checks.pop_front()
+    }
+
+    /// The outcome of a host check asked for by [`poll_host_check`](Self::poll_host_check).
+    pub fn host_check_result(&mut self, id: MemberId, result: HostCheck, now: Instant) {
+        debug!(member = %id, ?result, "host check");
+        match result {
+            HostCheck::Alive => {}
+            HostCheck::ProcessGone => self.member_dead(id, now),
+            HostCheck::Unreachable => {
+                self.host_down.insert(id, now);
+                self.evaluate_accusations(now);
+            }
+        }
     }
 
     /// The next event for the application.
@@ -997,6 +1043,7 @@ impl Group {
             !accusers.is_empty() && view.contains(suspect)
         });
         let mut confirmed = Vec::new();
+        let mut checks = Vec::new();
         for (suspect, accusers) in &self.accusations {
             if self.gone.contains(suspect) {
                 continue;
@@ -1019,14 +1066,35 @@ impl Group {
                 })
                 .count();
             let needed = (self.config.witnesses + 1).min(eligible).max(1);
+            let host_down = self
+                .host_down
+                .get(suspect)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.config.suspect_after);
             let agreeing = accusers
                 .keys()
                 .filter(|a| view.contains(a) && !self.gone.contains(a))
-                .count();
+                .count()
+                + usize::from(host_down);
             if agreeing >= needed {
                 confirmed.push(*suspect);
+            } else if self.config.host_check && !self.host_checked.contains(suspect) {
+                if let Some(m) = view.members.iter().find(|m| m.id == *suspect) {
+                    checks.push(*m);
+                }
             }
         }
+        checks.sort_by_key(|m| m.id);
+        for m in checks {
+            self.stats.host_checks += 1;
+            self.host_checked.insert(m.id);
+            self.host_checks.push_back(m);
+        }
+        // A suspicion that lapsed may be checked again next time.
+        let accused: HashSet<MemberId> = self.accusations.keys().copied().collect();
+        self.host_checked.retain(|id| accused.contains(id));
+        let keep = self.config.suspect_after;
+        self.host_down
+            .retain(|id, at| accused.contains(id) && now.saturating_duration_since(*at) < keep);
         confirmed.sort();
         for suspect in confirmed {
             info!(member = %suspect, "suspicion confirmed by witnesses");

@@ -35,7 +35,7 @@
 mod core;
 mod view;
 
-pub use self::core::{Group, GroupConfig, GroupEvent, GroupStats};
+pub use self::core::{Group, GroupConfig, GroupEvent, GroupStats, HostCheck};
 pub use view::{GroupMember, View, ViewId};
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Group, GroupConfig, GroupEvent, GroupMember, View, ViewId};
+use super::{Group, GroupConfig, GroupEvent, GroupMember, HostCheck, View, ViewId};
 use crate::membership::MemberId;
 use crate::wire::cohort::GroupMessage;
 
@@ -34,6 +34,10 @@ enum Input {
     },
     Beat {
         from: GroupMember,
+    },
+    HostCheck {
+        id: MemberId,
+        result: HostCheck,
     },
     LinkClosed {
         id: MemberId,
@@ -98,6 +102,8 @@ pub(super) struct Sim {
     /// Every view ever installed, to check that an id names one member list.
     views: HashMap<ViewId, Vec<MemberId>>,
     pub(super) steps: u64,
+    /// Whether watchers see a crash through the ring connection.
+    pub(super) ring: bool,
 }
 
 impl Sim {
@@ -125,6 +131,7 @@ impl Sim {
             deaf: HashSet::new(),
             views: HashMap::new(),
             steps: 0,
+            ring: true,
         };
         for _ in 0..nodes {
             sim.add_slot();
@@ -293,6 +300,24 @@ impl Sim {
                 self.deliver_later(i, j, Input::Message { from, message });
             }
         }
+        while let Some(target) = node.poll_host_check() {
+            // Reach the suspect's host: a crashed process leaves a host that refuses, a
+            // partition leaves no answer, a paused process still accepts.
+            let result = match self.slot_of(target.addr) {
+                Some(j) if !self.reachable(i, j) || !self.reachable(j, i) => HostCheck::Unreachable,
+                Some(j) if self.id(j) == Some(target.id) => HostCheck::Alive,
+                _ => HostCheck::ProcessGone,
+            };
+            let at = self.now + Duration::from_millis(1);
+            self.enqueue(
+                at,
+                i,
+                Input::HostCheck {
+                    id: target.id,
+                    result,
+                },
+            );
+        }
         while let Some(event) = node.poll_event() {
             match event {
                 GroupEvent::ViewInstalled(view) => {
@@ -346,6 +371,7 @@ impl Sim {
             }
             Input::LinkClosed { id } => node.link_closed(id, now),
             Input::Shutdown { id } => node.member_left(id, now),
+            Input::HostCheck { id, result } => node.host_check_result(id, result, now),
         }
         self.drain_node(i, &mut node);
         self.slots[i].node = Some(node);
@@ -455,7 +481,8 @@ impl Sim {
             self.drain_node(i, &mut node);
             // The ring: a watched process that is gone closes the connection (or refuses a
             // new one) unless a partition is in between.
-            if let Some(w) = node.watched()
+            if self.ring
+                && let Some(w) = node.watched()
                 && let Some(j) = self.slot_of(w.addr)
                 && self.id(j) != Some(w.id)
                 && self.partition[i] == self.partition[j]

@@ -245,3 +245,30 @@ fn hundred_nodes_with_faults_stay_consistent_and_heal() {
     sim.run_until_converged(Duration::from_secs(20));
     assert_eq!(sim.view(1).unwrap().members.len(), 95);
 }
+
+#[test]
+fn host_checks_remove_a_dead_process_and_leave_a_hung_one_without_the_ring() {
+    let config = GroupConfig {
+        host_check: true,
+        ..GroupConfig::default()
+    };
+    let mut sim = Sim::new(seed(11), 5, NetConfig::default(), config);
+    sim.ring = false;
+    sim.start_all();
+    sim.run_until_converged(Duration::from_secs(5));
+    // Without the ring a crash is found by silence; the host check (the host refuses)
+    // removes it without waiting for witnesses.
+    sim.crash(3);
+    let took = sim.run_until_converged(Duration::from_secs(5));
+    assert!(took <= ms(2300), "took {took:?}");
+    let checks: u64 = (0..5)
+        .filter_map(|i| sim.node(i))
+        .map(|n| n.stats().host_checks)
+        .sum();
+    assert!(checks >= 1, "no host check was made");
+    // A hung process still answers on its host: shorter than the timeout, it stays.
+    let removals = sim.removals();
+    sim.pause(1, ms(900));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.removals(), removals, "{}", sim.describe());
+}

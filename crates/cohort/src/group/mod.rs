@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_proto::group::{Group, GroupEvent, GroupMember};
+use cohort_proto::group::{Group, GroupEvent, GroupMember, HostCheck};
 use cohort_proto::wire::cohort::GroupMessage;
 use cohort_proto::wire::tribes::SendOptions;
 use cohort_proto::{DisappearReason, Member, MemberId};
@@ -35,6 +35,8 @@ pub(crate) enum GroupInput {
     Message { from: Member, data: Bytes },
     /// The ring connection to `id` closed: its process is gone.
     RingClosed { id: MemberId },
+    /// A host check asked for by the core finished.
+    HostChecked { id: MemberId, result: HostCheck },
 }
 
 /// Commands from the node handle.
@@ -91,6 +93,16 @@ pub(crate) async fn run(
                 }
             }
         }
+        while let Some(target) = core.poll_host_check() {
+            let report = shared.group_inbox.clone();
+            tokio::spawn(async move {
+                let result = ring::check_host(target.addr).await;
+                let _ = report.send(GroupInput::HostChecked {
+                    id: target.id,
+                    result,
+                });
+            });
+        }
         // Keep one ring connection, to the member we watch.
         let watched = core.watched();
         if ring.as_ref().map(|(id, _)| *id) != watched.map(|w| w.id) {
@@ -121,6 +133,7 @@ pub(crate) async fn run(
                             warn!(from = %from.addr, error = %e, "dropped malformed group message");
                         }
                     },
+                    GroupInput::HostChecked { id, result } => core.host_check_result(id, result, now),
                     GroupInput::RingClosed { id } => {
                         if let Some((watched, task)) = &mut ring
                             && *watched == id

@@ -7,7 +7,9 @@
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use cohort_proto::group::GroupMember;
+use std::net::SocketAddr;
+
+use cohort_proto::group::{GroupMember, HostCheck};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -54,5 +56,19 @@ pub(super) async fn watch(member: GroupMember, report: mpsc::UnboundedSender<Gro
             Err(_) => debug!(member = %member.addr, "ring connect timed out"),
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// How long a host check waits for the host to answer.
+const HOST_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Reaches a suspect's host with a TCP connection attempt to its address (no ICMP, which
+/// needs privileges): accepted means the process is there (perhaps hung), refused means the
+/// host is up but the process is gone, no answer means the host is down or cut off.
+pub(super) async fn check_host(addr: SocketAddr) -> HostCheck {
+    match tokio::time::timeout(HOST_CHECK_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => HostCheck::Alive,
+        Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => HostCheck::ProcessGone,
+        Ok(Err(_)) | Err(_) => HostCheck::Unreachable,
     }
 }
