@@ -201,6 +201,8 @@ pub struct Group {
     host_checks: VecDeque<GroupMember>,
     host_checked: HashSet<MemberId>,
     host_down: HashMap<MemberId, Instant>,
+    /// When to ask the witnesses about each suspect again.
+    next_verify: HashMap<MemberId, Instant>,
     transmits: VecDeque<(GroupMember, GroupMessage)>,
     events: VecDeque<GroupEvent>,
     stats: GroupStats,
@@ -237,6 +239,7 @@ impl Group {
             host_checks: VecDeque::new(),
             host_checked: HashSet::new(),
             host_down: HashMap::new(),
+            next_verify: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: GroupStats::default(),
@@ -372,6 +375,15 @@ impl Group {
                 self.maybe_install(now);
             }
             GroupMessage::Stale { seq } => {
+                // The sender's view is older than ours: help it catch up (a view is the same
+                // whoever passes it on; a lost install otherwise leaves it behind for good).
+                if let Some(view) = &self.view
+                    && seq < view.id.seq
+                    && view.contains(&from.id)
+                {
+                    let view = view.clone();
+                    self.send(from, GroupMessage::ViewInstall { view });
+                }
                 if seq >= self.max_seq && self.is_coordinator() {
                     debug!(seq, from = %from.id, "a member has a later view: renumbering");
                     self.reinstall = true;
@@ -387,7 +399,9 @@ impl Group {
                 }
                 self.handle_gone(member, now);
             }
-            GroupMessage::Suspect { .. } | GroupMessage::Dead { .. }
+            GroupMessage::Suspect { .. }
+            | GroupMessage::Dead { .. }
+            | GroupMessage::VerifySuspect { .. }
                 if self.phase == Phase::Member && !self.view_contains(&from.id) =>
             {
                 // The sender counts us in its group, but we are not in each other's views
@@ -400,6 +414,13 @@ impl Group {
                 );
             }
             GroupMessage::Suspect { member, view_seq } => {
+                // The accuser has a later view than ours: say so, it sends it to us.
+                if let Some(view) = &self.view
+                    && view_seq > view.id.seq
+                {
+                    let seq = view.id.seq;
+                    self.send(from, GroupMessage::Stale { seq });
+                }
                 self.max_seq = self.max_seq.max(view_seq);
                 self.accusations
                     .entry(member)
@@ -410,6 +431,13 @@ impl Group {
             GroupMessage::Dead { member } => {
                 if self.view_contains(&member) {
                     self.handle_gone(member, now);
+                }
+            }
+            GroupMessage::VerifySuspect { member } => {
+                // Testify only to what we see ourselves, and not while we are starved.
+                if self.suspecting.contains_key(&member) && !self.starved(now) {
+                    let view_seq = self.view.as_ref().map_or(0, |v| v.id.seq);
+                    self.send(from, GroupMessage::Suspect { member, view_seq });
                 }
             }
             GroupMessage::MergeProbe { view_id, size } => self.on_probe(from, view_id, size, now),
@@ -1044,6 +1072,8 @@ impl Group {
         });
         let mut confirmed = Vec::new();
         let mut checks = Vec::new();
+        let mut verify = Vec::new();
+        let mut next_verify = Vec::new();
         for (suspect, accusers) in &self.accusations {
             if self.gone.contains(suspect) {
                 continue;
@@ -1077,12 +1107,39 @@ impl Group {
                 + usize::from(host_down);
             if agreeing >= needed {
                 confirmed.push(*suspect);
-            } else if self.config.host_check && !self.host_checked.contains(suspect) {
+                continue;
+            }
+            // Too few statements: ask the witnesses that have not spoken. (One that is in
+            // another group by now answers so, and stops counting as a witness.)
+            if self.next_verify.get(suspect).is_none_or(|t| *t <= now) {
+                for m in &view.members {
+                    if m.id != *suspect
+                        && m.id != self.local.id
+                        && !accusers.contains_key(&m.id)
+                        && !self.gone.contains(&m.id)
+                        && !self.suspecting.contains_key(&m.id)
+                    {
+                        verify.push((*m, *suspect));
+                    }
+                }
+                next_verify.push(*suspect);
+            }
+            if self.config.host_check && !self.host_checked.contains(suspect) {
                 if let Some(m) = view.members.iter().find(|m| m.id == *suspect) {
                     checks.push(*m);
                 }
             }
         }
+        for suspect in next_verify {
+            self.next_verify
+                .insert(suspect, now + self.config.suspect_resend);
+        }
+        verify.sort_by_key(|(m, s)| (m.id, *s));
+        for (witness, suspect) in verify {
+            self.send(witness, GroupMessage::VerifySuspect { member: suspect });
+        }
+        self.next_verify
+            .retain(|id, _| self.accusations.contains_key(id));
         checks.sort_by_key(|m| m.id);
         for m in checks {
             self.stats.host_checks += 1;

@@ -170,7 +170,11 @@ fn a_deaf_observer_cannot_evict_anyone() {
 fn random_faults_keep_views_consistent_and_heal() {
     // Many seeds, each a different storm of loss, pauses, crashes, restarts and partitions;
     // the invariants are checked after every step, convergence after the storm.
-    let base = seed(100);
+    // GROUP_SIM_BASE moves the window of seeds explored.
+    let base = std::env::var("GROUP_SIM_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| seed(100));
     // GROUP_SIM_RUNS=1000 explores more seeds (CI runs 12).
     let runs = if std::env::var("GROUP_SIM_SEED").is_ok() {
         1

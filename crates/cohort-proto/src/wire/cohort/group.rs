@@ -56,8 +56,9 @@ pub enum GroupMessage {
         /// The view acknowledged.
         view_id: ViewId,
     },
-    /// The receiver has already installed a view with this sequence number or a later one,
-    /// so the coordinator must number its next view above it.
+    /// The sender's current view sequence number, sent when it finds its view and the
+    /// receiver's differ: a coordinator numbers its next view above it, and a member whose
+    /// view is later passes its view on.
     Stale {
         /// The receiver's current view sequence number.
         seq: u64,
@@ -83,6 +84,13 @@ pub enum GroupMessage {
         /// The dead member.
         member: MemberId,
     },
+    /// The member deciding on `member` asks a witness whether it suspects `member` too;
+    /// the witness answers with a `Suspect` if it does (and with a `Leave` if it is not in
+    /// the asker's group at all).
+    VerifySuspect {
+        /// The suspect.
+        member: MemberId,
+    },
     /// A coordinator heard a cohort node outside its view. The receiver joins, rejoins
     /// or merges, depending on its own view (see `group::Group`).
     MergeProbe {
@@ -101,6 +109,7 @@ const LEAVE: u8 = 5;
 const SUSPECT: u8 = 6;
 const DEAD: u8 = 7;
 const MERGE_PROBE: u8 = 8;
+const VERIFY_SUSPECT: u8 = 9;
 
 impl GroupMessage {
     /// A short lower-case name of the kind, for logs and counters.
@@ -114,6 +123,7 @@ impl GroupMessage {
             Self::Suspect { .. } => "suspect",
             Self::Dead { .. } => "dead",
             Self::MergeProbe { .. } => "merge_probe",
+            Self::VerifySuspect { .. } => "verify_suspect",
         }
     }
 
@@ -155,6 +165,10 @@ impl GroupMessage {
             }
             Self::Dead { member } => {
                 out.put_u8(DEAD);
+                out.put_slice(&member.0);
+            }
+            Self::VerifySuspect { member } => {
+                out.put_u8(VERIFY_SUSPECT);
                 out.put_slice(&member.0);
             }
             Self::MergeProbe { view_id, size } => {
@@ -221,6 +235,9 @@ impl GroupMessage {
                 view_seq: u64::from_be_bytes(r.array::<8>("view seq")?),
             },
             DEAD => Self::Dead {
+                member: MemberId(r.array::<16>("member")?),
+            },
+            VERIFY_SUSPECT => Self::VerifySuspect {
                 member: MemberId(r.array::<16>("member")?),
             },
             MERGE_PROBE => Self::MergeProbe {
@@ -337,6 +354,9 @@ mod tests {
                 member: MemberId([2; 16]),
             },
             GroupMessage::MergeProbe { view_id, size: 3 },
+            GroupMessage::VerifySuspect {
+                member: MemberId([2; 16]),
+            },
         ]
     }
 
@@ -427,6 +447,6 @@ mod tests {
         }
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 8, "one seed per kind: {kinds:?}");
+        assert_eq!(kinds.len(), 9, "one seed per kind: {kinds:?}");
     }
 }
