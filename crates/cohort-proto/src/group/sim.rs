@@ -554,6 +554,11 @@ impl Sim {
         format!("{by_view:?} at t={:?}", self.now - self.start)
     }
 
+    /// How many distinct views were installed so far.
+    pub(super) fn views_seen(&self) -> usize {
+        self.views.len()
+    }
+
     /// Total removals made by coordinators so far.
     pub(super) fn removals(&self) -> u64 {
         self.slots
