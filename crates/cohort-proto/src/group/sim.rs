@@ -253,6 +253,11 @@ impl Sim {
         self.slots[i].node.as_ref()
     }
 
+    /// Takes node `i` out of the simulation, to drive it by hand.
+    pub(super) fn take_node(&mut self, i: usize) -> Option<Group> {
+        self.slots[i].node.take()
+    }
+
     pub(super) fn id(&self, i: usize) -> Option<MemberId> {
         self.node(i).map(|n| n.local().id)
     }

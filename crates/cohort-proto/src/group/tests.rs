@@ -280,3 +280,43 @@ fn host_checks_remove_a_dead_process_and_leave_a_hung_one_without_the_ring() {
     sim.run_for(Duration::from_secs(3));
     assert_eq!(sim.removals(), removals, "{}", sim.describe());
 }
+
+#[test]
+fn a_starved_node_holds_its_suspicions_back() {
+    // Two nodes; then node 0 alone, driven by hand, hears nothing more from node 1.
+    let mut sim = started(seed(12), 2, NetConfig::default());
+    let t0 = sim.now;
+    let mut punctual = sim.take_node(0).unwrap();
+    let mut late = sim.take_node(1).unwrap();
+    let other_of = |g: &super::Group| {
+        g.view()
+            .unwrap()
+            .members
+            .iter()
+            .find(|m| m.id != g.local().id)
+            .unwrap()
+            .id
+    };
+    let (punctual_other, late_other) = (other_of(&punctual), other_of(&late));
+
+    // Its timers fire on time: after the suspect timeout the silent peer is removed (a
+    // group of two needs no further witness).
+    let mut t = t0;
+    while t < t0 + Duration::from_secs(4) {
+        t += ms(100);
+        punctual.handle_timeout(t);
+    }
+    assert!(!punctual.view().unwrap().contains(&punctual_other));
+
+    // Its timers fire 4 s late (the process was stalled): the same silence is not
+    // evidence, and nothing is sent or removed for a suspect timeout afterwards.
+    late.handle_timeout(t0 + Duration::from_secs(4));
+    let mut t = t0 + Duration::from_secs(4);
+    while t < t0 + Duration::from_secs(5) {
+        t += ms(100);
+        late.handle_timeout(t);
+    }
+    assert!(late.view().unwrap().contains(&late_other));
+    assert!(late.stats().suspicions_held_back > 0);
+    assert_eq!(late.stats().suspicions_sent, 0);
+}
