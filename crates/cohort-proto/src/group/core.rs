@@ -203,6 +203,9 @@ pub struct Group {
     host_down: HashMap<MemberId, Instant>,
     /// When to ask the witnesses about each suspect again.
     next_verify: HashMap<MemberId, Instant>,
+    /// As coordinator: members that have not acknowledged the current view, with when to
+    /// send it to them again.
+    lagging: HashMap<MemberId, Instant>,
     transmits: VecDeque<(GroupMember, GroupMessage)>,
     events: VecDeque<GroupEvent>,
     stats: GroupStats,
@@ -240,6 +243,7 @@ impl Group {
             host_checked: HashSet::new(),
             host_down: HashMap::new(),
             next_verify: HashMap::new(),
+            lagging: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: GroupStats::default(),
@@ -371,6 +375,9 @@ impl Group {
                     && install.view.id == view_id
                 {
                     install.unacked.remove(&from.id);
+                }
+                if self.view.as_ref().is_some_and(|v| v.id == view_id) {
+                    self.lagging.remove(&from.id);
                 }
                 self.maybe_install(now);
             }
@@ -685,6 +692,7 @@ impl Group {
         self.gone.clear();
         self.pending_joins.clear();
         self.install = None;
+        self.lagging.clear();
         self.batch_due = None;
         self.reinstall = false;
         self.stats.rejoins += 1;
@@ -792,6 +800,10 @@ impl Group {
         }
         if let Some(install) = &mut self.install {
             if install.unacked.is_empty() || install.give_up <= now {
+                // Members that did not acknowledge keep being sent the view, less often,
+                // while the next view may go ahead.
+                let resend = now + self.config.install_timeout;
+                self.lagging = install.unacked.iter().map(|id| (*id, resend)).collect();
                 self.install = None;
             } else if install.next_resend <= now {
                 install.next_resend = now + self.config.install_retry;
@@ -864,6 +876,7 @@ impl Group {
         for m in &removed {
             self.send(*m, GroupMessage::ViewInstall { view: view.clone() });
         }
+        self.lagging.clear();
         self.install = Some(Install {
             view: view.clone(),
             unacked,
@@ -872,6 +885,30 @@ impl Group {
             give_up: now + self.config.install_timeout,
         });
         self.install_locally(view, now);
+    }
+
+    /// Re-sends the current view to members that never acknowledged it (their copies were
+    /// lost, or they were paused), until they do.
+    fn resend_to_lagging(&mut self, now: Instant) {
+        let Some(view) = self.view.clone() else { return };
+        if self.install.is_some() {
+            return;
+        }
+        let retry = self.config.install_timeout;
+        let mut due = Vec::new();
+        self.lagging.retain(|id, next| {
+            let Some(m) = view.members.iter().find(|m| m.id == *id) else {
+                return false;
+            };
+            if *next <= now {
+                *next = now + retry;
+                due.push(*m);
+            }
+            true
+        });
+        for m in due {
+            self.send(m, GroupMessage::ViewInstall { view: view.clone() });
+        }
     }
 
     /// True if every member before us in the view is confirmed gone: we take over.
@@ -972,6 +1009,7 @@ impl Group {
         self.evaluate_accusations(now);
         if self.is_coordinator() {
             self.probe_outsiders(now);
+            self.resend_to_lagging(now);
         }
         // Forget nodes not heard for a long time that are not in the view.
         let forget_after = self.config.suspect_after * 4;
