@@ -14,6 +14,8 @@
 //! - [`membership`]: the member list kept by multicast heartbeats (SPEC §1).
 //! - [`channel`]: bookkeeping for acknowledged parallel sends: which frame an ACK answers,
 //!   ACK deadlines, retries and the per-member outcome of a send (SPEC §2).
+//! - [`reliable`]: reliable ordered multicast and unicast over datagrams: NAKs,
+//!   stability, credit-based flow control, fragmentation, bundling (SPEC §5).
 //!
 //! Every decoder checks lengths before it touches or allocates anything and returns a
 //! [`wire::DecodeError`] on bad input; none of them panics (each has a fuzz target).
@@ -23,6 +25,7 @@
 pub mod channel;
 pub mod group;
 pub mod membership;
+pub mod reliable;
 pub mod wire;
 
 pub use membership::{

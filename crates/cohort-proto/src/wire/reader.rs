@@ -76,6 +76,14 @@ impl<'a> Reader<'a> {
         Self { buf, pos: 0 }
     }
 
+    /// A reader that starts `pos` bytes into `buf` (callers keep `pos <= buf.len()`).
+    pub(crate) fn at(buf: &'a Bytes, pos: usize) -> Self {
+        Self {
+            buf,
+            pos: pos.min(buf.len()),
+        }
+    }
+
     pub(crate) fn position(&self) -> usize {
         self.pos
     }

@@ -7,6 +7,8 @@
 //! formats apart from the first byte, and a future version is refused with a clear error
 //! rather than misread.
 
+pub mod reliable;
+
 use bytes::{BufMut, Bytes};
 
 use super::DecodeError;

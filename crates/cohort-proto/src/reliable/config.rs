@@ -1,0 +1,171 @@
+//! Settings of the reliable messaging layer.
+
+use std::time::Duration;
+
+use crate::wire::cohort::reliable::{DATA_OVERHEAD, HEADER_LEN, MAX_FRAGMENTS};
+
+/// Settings of [`Reliable`](super::Reliable). `Default` gives values like JGroups'
+/// `udp.xml` (NAKACK, UNICAST, STABLE, MFC/UFC, FRAG2, bundling).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReliableConfig {
+    /// The largest datagram the core produces (envelope and header included). 60 000 fits
+    /// one UDP datagram with room to spare, like JGroups' `frag_size` of 60 K; use about
+    /// 1 400 where IP fragmentation is unwelcome (lossy WANs).
+    pub max_datagram_size: usize,
+    /// The largest message `multicast`/`unicast` accept; larger ones fail with
+    /// [`SendError::TooLarge`](super::SendError::TooLarge). Messages larger than one
+    /// datagram are fragmented. At least 16 MiB by default.
+    pub max_message_size: usize,
+    /// Flow-control window, in bytes, per stream: how much a sender may have sent that some
+    /// receiver has not yet consumed (unicast: per destination; multicast: of the slowest
+    /// member). It bounds the sender's retransmit buffer and every receiver's reorder
+    /// buffer for that sender. Like JGroups MFC/UFC `max_credits`. A message larger than
+    /// the window is sent when nothing else is outstanding.
+    pub credit_window: usize,
+    /// A receiver acknowledges (returns credits) once it consumed this many bytes of a
+    /// stream since its last acknowledgement (JGroups `min_threshold` × `max_credits`).
+    pub ack_threshold: usize,
+    /// Acknowledgements are withheld while this many bytes of deliveries wait for
+    /// [`poll_delivery`](super::Reliable::poll_delivery), so an application that does not
+    /// keep up slows its senders instead of growing its queue.
+    pub max_delivery_queue: usize,
+    /// Delays between the NAKs for a missing message: the first NAK goes out the first
+    /// delay after the gap was seen, and so on (SPEC §5: 100, 200, 400, 800, 1600 ms).
+    pub nak_backoff: Vec<Duration>,
+    /// The delay between NAKs once `nak_backoff` is used up (SPEC §5: 100 ms).
+    pub nak_interval_after: Duration,
+    /// Answer a NAK by multicasting the retransmission to the group rather than sending
+    /// it only to the member that asked (JGroups `use_mcast_xmit`).
+    pub retransmit_by_multicast: bool,
+    /// Ask a random member rather than the original sender for missing multicasts (JGroups
+    /// `xmit_from_random_member`); every other NAK still goes to the sender, so a member
+    /// that does not hold the message cannot stall recovery. Useful only with
+    /// `discard_delivered == false`.
+    pub nak_random_member: bool,
+    /// Drop other members' multicasts once delivered instead of keeping them until they are
+    /// stable (JGroups `discard_delivered_msgs`). Saves memory; only the original sender can
+    /// then retransmit.
+    pub discard_delivered: bool,
+    /// Hard bound, in bytes, on the local retransmit buffer of each outgoing stream; sends
+    /// beyond it fail with `NoCredit` whatever the credits say.
+    pub max_retransmit_buffer: usize,
+    /// How often a member gossips stability (what it consumed from every sender) and its
+    /// own highest seqno while anything is unacknowledged. It also finds lost last
+    /// messages, so it bounds the recovery time of a tail loss.
+    pub stable_interval: Duration,
+    /// How long a datagram may stay open for more messages before it is due
+    /// ([`Reliable::flush`](super::Reliable::flush) closes them all at once).
+    pub bundle_linger: Duration,
+    /// Deliver the local member's own multicasts to itself, like JGroups does.
+    pub deliver_own: bool,
+    /// Seed of the random choices (which member to ask for a retransmission).
+    pub rng_seed: u64,
+}
+
+impl Default for ReliableConfig {
+    fn default() -> Self {
+        Self {
+            max_datagram_size: 60_000,
+            max_message_size: 16 << 20,
+            credit_window: 4 << 20,
+            ack_threshold: 1 << 20,
+            max_delivery_queue: 4 << 20,
+            nak_backoff: [100, 200, 400, 800, 1600]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+            nak_interval_after: Duration::from_millis(100),
+            retransmit_by_multicast: false,
+            nak_random_member: false,
+            discard_delivered: true,
+            max_retransmit_buffer: 32 << 20,
+            stable_interval: Duration::from_millis(50),
+            bundle_linger: Duration::ZERO,
+            deliver_own: true,
+            rng_seed: 0x00C0_4E00,
+        }
+    }
+}
+
+/// A setting out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid reliable config: {0}")]
+pub struct ConfigError(pub String);
+
+impl ReliableConfig {
+    /// Checks that the settings work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let min_datagram = HEADER_LEN + DATA_OVERHEAD + 16 + 64;
+        if self.max_datagram_size < min_datagram || self.max_datagram_size > 65_507 {
+            return Err(ConfigError(format!(
+                "max_datagram_size {} outside {min_datagram}..=65507",
+                self.max_datagram_size
+            )));
+        }
+        if self.max_message_size > self.fragment_payload() * MAX_FRAGMENTS as usize {
+            return Err(ConfigError(
+                "max_message_size needs too many fragments".into(),
+            ));
+        }
+        if self.credit_window == 0 || self.ack_threshold == 0 {
+            return Err(ConfigError(
+                "credit_window and ack_threshold must be > 0".into(),
+            ));
+        }
+        if self.ack_threshold > self.credit_window {
+            return Err(ConfigError(
+                "ack_threshold must not exceed credit_window".into(),
+            ));
+        }
+        if self.max_retransmit_buffer < self.credit_window {
+            return Err(ConfigError(
+                "max_retransmit_buffer must be at least credit_window".into(),
+            ));
+        }
+        if self.nak_interval_after.is_zero() || self.nak_backoff.iter().any(|d| d.is_zero()) {
+            return Err(ConfigError("NAK delays must be > 0".into()));
+        }
+        if self.stable_interval.is_zero() {
+            return Err(ConfigError("stable_interval must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Payload bytes of one fragment: what fits in a datagram with one retransmission
+    /// record (the largest record form) after the header.
+    pub(crate) fn fragment_payload(&self) -> usize {
+        self.max_datagram_size - HEADER_LEN - DATA_OVERHEAD - 16
+    }
+
+    /// The delay before NAK number `attempt` (0 = the first).
+    pub(crate) fn nak_delay(&self, attempt: u32) -> Duration {
+        self.nak_backoff
+            .get(attempt as usize)
+            .copied()
+            .unwrap_or(self.nak_interval_after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_backs_off_as_specified() {
+        let c = ReliableConfig::default();
+        c.validate().unwrap();
+        assert!(c.max_message_size >= 16 << 20);
+        let delays: Vec<u128> = (0..7).map(|a| c.nak_delay(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 100, 100]);
+        let bad = ReliableConfig {
+            max_datagram_size: 10,
+            ..ReliableConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ReliableConfig {
+            ack_threshold: c.credit_window + 1,
+            ..ReliableConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

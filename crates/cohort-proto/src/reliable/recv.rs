@@ -1,0 +1,542 @@
+//! The receiving side of one stream: the reorder window, gap tracking for NAKs, in-order
+//! and out-of-band delivery, and reassembly of fragments.
+//!
+//! The window is a ring of slots indexed by `seqno - base`. Without loss a message in
+//! order is delivered at once and never touches the ring. Gaps are kept as a sorted list of
+//! seqno ranges, so NAK work grows with the number of gaps, not of messages.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::config::ReliableConfig;
+use crate::wire::cohort::reliable::{DataRecord, Fragment};
+
+/// A received message kept in the window.
+#[derive(Debug, Clone)]
+pub(crate) struct Msg {
+    pub(crate) payload: Bytes,
+    pub(crate) oob: bool,
+    pub(crate) fragment: Option<Fragment>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Not received yet.
+    Missing,
+    /// Received, waiting for its turn.
+    Waiting(Msg),
+    /// Delivered (in order, or out of band); kept for retransmission to others if the
+    /// window retains delivered messages.
+    Done(Option<Msg>),
+}
+
+/// A range of missing seqnos and when to NAK it next.
+#[derive(Debug, Clone)]
+struct Gap {
+    first: u64,
+    last: u64,
+    due: Instant,
+    attempt: u32,
+}
+
+/// What became of a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// New; delivered or kept for later.
+    New,
+    /// Seen before (or already delivered); dropped.
+    Duplicate,
+    /// So far ahead of what was delivered that no honest sender could have sent it within
+    /// its window; dropped.
+    TooFar,
+}
+
+/// The receiving state of one stream.
+#[derive(Debug)]
+pub(crate) struct RecvWindow {
+    /// Seqno of `ring[0]`.
+    base: u64,
+    /// Next seqno to deliver in order.
+    next: u64,
+    /// Highest seqno known to exist (received, or announced by a gossip).
+    highest: u64,
+    ring: VecDeque<Slot>,
+    gaps: VecDeque<Gap>,
+    /// Keep delivered messages until stable, so this member can retransmit them.
+    retain: bool,
+    /// Payload bytes held in the ring.
+    bytes: usize,
+    /// The most seqnos the window spans beyond `next`.
+    max_span: u64,
+    /// Consumed up to here, as last acknowledged to the sender.
+    pub(crate) acked: u64,
+    /// Credit cost delivered since the last acknowledgement.
+    pub(crate) unacked: usize,
+}
+
+impl RecvWindow {
+    /// A window whose first message is `start`.
+    pub(crate) fn new(start: u64, retain: bool, max_span: u64) -> Self {
+        let start = start.max(1);
+        Self {
+            base: start,
+            next: start,
+            highest: start - 1,
+            ring: VecDeque::new(),
+            gaps: VecDeque::new(),
+            retain,
+            bytes: 0,
+            max_span,
+            acked: start - 1,
+            unacked: 0,
+        }
+    }
+
+    /// Everything below this seqno was delivered.
+    pub(crate) fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Payload bytes held (out of order, or retained after delivery).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Messages held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// True if some seqnos are missing.
+    pub(crate) fn has_gaps(&self) -> bool {
+        !self.gaps.is_empty()
+    }
+
+    /// Takes in one message and delivers whatever became deliverable through `deliver`
+    /// (payload, out-of-band), in order.
+    pub(crate) fn receive(
+        &mut self,
+        data: DataRecord,
+        now: Instant,
+        config: &ReliableConfig,
+        deliver: &mut impl FnMut(Bytes, bool),
+    ) -> Received {
+        let seqno = data.seqno;
+        if seqno < self.next {
+            return Received::Duplicate;
+        }
+        if seqno - self.next >= self.max_span {
+            return Received::TooFar;
+        }
+        let msg = Msg {
+            payload: data.payload,
+            oob: data.oob,
+            fragment: data.fragment,
+        };
+        if seqno > self.highest {
+            // The common case: the next message, nothing held back.
+            if seqno == self.next && self.ring.is_empty() && msg.fragment.is_none() {
+                self.next += 1;
+                self.highest = seqno;
+                self.unacked += super::send::cost(msg.payload.len());
+                if self.retain {
+                    self.bytes += msg.payload.len();
+                    deliver(msg.payload.clone(), msg.oob);
+                    self.ring.push_back(Slot::Done(Some(msg)));
+                } else {
+                    self.base = self.next;
+                    deliver(msg.payload, msg.oob);
+                }
+                return Received::New;
+            }
+            self.extend_to(seqno - 1, now, config);
+            self.highest = seqno;
+            self.bytes += msg.payload.len();
+            self.ring.push_back(Slot::Waiting(msg));
+        } else {
+            let idx = (seqno - self.base) as usize;
+            if !matches!(self.ring[idx], Slot::Missing) {
+                return Received::Duplicate;
+            }
+            self.fill_gap(seqno);
+            self.bytes += msg.payload.len();
+            self.ring[idx] = Slot::Waiting(msg);
+        }
+        let idx = (seqno - self.base) as usize;
+        if let Slot::Waiting(m) = &self.ring[idx]
+            && m.oob
+        {
+            self.deliver_oob(seqno, deliver);
+        }
+        self.deliver_in_order(deliver);
+        Received::New
+    }
+
+    /// Learns that seqnos up to `highest` exist (a sender's or another member's gossip):
+    /// anything above what arrived becomes a gap to NAK.
+    pub(crate) fn announce(&mut self, highest: u64, now: Instant, config: &ReliableConfig) {
+        if highest > self.highest && highest - self.next < self.max_span {
+            self.extend_to(highest, now, config);
+            self.highest = highest;
+        }
+    }
+
+    /// Appends `Missing` slots after `highest` up to `last` and records them as a gap.
+    fn extend_to(&mut self, last: u64, now: Instant, config: &ReliableConfig) {
+        if last <= self.highest {
+            return;
+        }
+        let first = self.highest + 1;
+        for _ in first..=last {
+            self.ring.push_back(Slot::Missing);
+        }
+        self.highest = last;
+        self.gaps.push_back(Gap {
+            first,
+            last,
+            due: now + config.nak_delay(0),
+            attempt: 0,
+        });
+    }
+
+    /// Removes `seqno` from the gap that holds it.
+    fn fill_gap(&mut self, seqno: u64) {
+        let i = self.gaps.partition_point(|g| g.last < seqno);
+        let Some(gap) = self.gaps.get_mut(i) else {
+            return;
+        };
+        if gap.first > seqno {
+            return;
+        }
+        match (gap.first == seqno, gap.last == seqno) {
+            (true, true) => {
+                self.gaps.remove(i);
+            }
+            (true, false) => gap.first += 1,
+            (false, true) => gap.last -= 1,
+            (false, false) => {
+                let mut upper = gap.clone();
+                upper.first = seqno + 1;
+                gap.last = seqno - 1;
+                self.gaps.insert(i + 1, upper);
+            }
+        }
+    }
+
+    fn take_for_delivery(&mut self, idx: usize) -> Msg {
+        let slot = std::mem::replace(&mut self.ring[idx], Slot::Done(None));
+        let Slot::Waiting(msg) = slot else {
+            unreachable!("only waiting slots are delivered")
+        };
+        if self.retain {
+            self.ring[idx] = Slot::Done(Some(msg.clone()));
+        } else {
+            self.bytes -= msg.payload.len();
+        }
+        msg
+    }
+
+    /// The seqnos of the whole message that `seqno` belongs to, if all are waiting.
+    fn complete_message(&self, seqno: u64) -> Option<(u64, u32)> {
+        let Slot::Waiting(m) = &self.ring[(seqno - self.base) as usize] else {
+            return None;
+        };
+        let Some(f) = m.fragment else {
+            return Some((seqno, 1));
+        };
+        let first = seqno.checked_sub(u64::from(f.index))?;
+        let last = first + u64::from(f.count) - 1;
+        if first < self.base || last > self.highest {
+            return None;
+        }
+        for (i, s) in (first..=last).enumerate() {
+            match &self.ring[(s - self.base) as usize] {
+                Slot::Waiting(m)
+                    if m.fragment
+                        == Some(Fragment {
+                            index: i as u32,
+                            count: f.count,
+                        }) => {}
+                _ => return None,
+            }
+        }
+        Some((first, f.count))
+    }
+
+    /// Takes the message of `count` slots from `first` and joins its fragments.
+    fn assemble(&mut self, first: u64, count: u32) -> Msg {
+        let idx = (first - self.base) as usize;
+        if count == 1 {
+            let mut m = self.take_for_delivery(idx);
+            m.fragment = None;
+            return m;
+        }
+        let total: usize = (0..count as usize)
+            .map(|i| match &self.ring[idx + i] {
+                Slot::Waiting(m) => m.payload.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut joined = BytesMut::with_capacity(total);
+        let mut oob = false;
+        for i in 0..count as usize {
+            let m = self.take_for_delivery(idx + i);
+            oob = m.oob;
+            joined.extend_from_slice(&m.payload);
+        }
+        Msg {
+            payload: joined.freeze(),
+            oob,
+            fragment: None,
+        }
+    }
+
+    fn deliver_oob(&mut self, seqno: u64, deliver: &mut impl FnMut(Bytes, bool)) {
+        if let Some((first, count)) = self.complete_message(seqno) {
+            let msg = self.assemble(first, count);
+            self.unacked += super::send::cost(msg.payload.len());
+            deliver(msg.payload, true);
+        }
+    }
+
+    fn deliver_in_order(&mut self, deliver: &mut impl FnMut(Bytes, bool)) {
+        while self.next <= self.highest {
+            let idx = (self.next - self.base) as usize;
+            match &self.ring[idx] {
+                Slot::Missing => break,
+                Slot::Done(_) => self.next += 1,
+                Slot::Waiting(m) => {
+                    if let Some(f) = m.fragment
+                        && f.index != 0
+                    {
+                        // A fragment whose start was never seen (a sender bug or a forged
+                        // record): it can never complete, so skip it.
+                        let _ = self.take_for_delivery(idx);
+                        self.next += 1;
+                        continue;
+                    }
+                    let count = m.fragment.map_or(1, |f| f.count);
+                    match self.complete_message(self.next) {
+                        Some((_, c)) if c == count => {
+                            let msg = self.assemble(self.next, count);
+                            self.next += u64::from(count);
+                            self.unacked += super::send::cost(msg.payload.len());
+                            deliver(msg.payload, msg.oob);
+                        }
+                        _ => {
+                            let last = self.next + u64::from(count) - 1;
+                            let all_here = last <= self.highest
+                                && (self.next..=last).all(|s| {
+                                    !matches!(self.ring[(s - self.base) as usize], Slot::Missing)
+                                });
+                            if all_here {
+                                // Inconsistent fragments: drop the first and go on.
+                                let _ = self.take_for_delivery(idx);
+                                self.next += 1;
+                            } else {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !self.retain {
+            while self.base < self.next && self.ring.pop_front().is_some() {
+                self.base += 1;
+            }
+        }
+    }
+
+    /// Forgets delivered messages up to `seqno` (stable: every member has them).
+    pub(crate) fn purge_through(&mut self, seqno: u64) {
+        while self.base <= seqno && self.base < self.next {
+            match self.ring.pop_front() {
+                Some(Slot::Done(Some(m))) => self.bytes -= m.payload.len(),
+                Some(Slot::Waiting(m)) => self.bytes -= m.payload.len(),
+                Some(_) => {}
+                None => break,
+            }
+            self.base += 1;
+        }
+    }
+
+    /// A message this member holds (delivered and retained, or waiting), for a
+    /// retransmission on another member's NAK.
+    pub(crate) fn get(&self, seqno: u64) -> Option<&Msg> {
+        let idx = usize::try_from(seqno.checked_sub(self.base)?).ok()?;
+        match self.ring.get(idx)? {
+            Slot::Waiting(m) | Slot::Done(Some(m)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The range of seqnos held, if any.
+    pub(crate) fn held(&self) -> Option<(u64, u64)> {
+        (!self.ring.is_empty()).then(|| (self.base, self.base + self.ring.len() as u64 - 1))
+    }
+
+    /// Appends to `out` the gaps whose NAK is due and schedules their next NAK. Returns
+    /// the highest attempt number among them (0 = first NAK), or `None` if none was due.
+    pub(crate) fn due_naks(
+        &mut self,
+        now: Instant,
+        config: &ReliableConfig,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Option<u32> {
+        let mut attempt = None;
+        for gap in self.gaps.iter_mut().filter(|g| g.due <= now) {
+            out.push((gap.first, gap.last));
+            attempt = attempt.max(Some(gap.attempt));
+            gap.attempt += 1;
+            gap.due = now + config.nak_delay(gap.attempt);
+        }
+        attempt
+    }
+
+    /// When the next NAK is due.
+    pub(crate) fn next_nak(&self) -> Option<Instant> {
+        self.gaps.iter().map(|g| g.due).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn data(seqno: u64, payload: &'static [u8]) -> DataRecord {
+        DataRecord {
+            seqno,
+            oob: false,
+            fragment: None,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn frag(seqno: u64, index: u32, count: u32, payload: &'static [u8]) -> DataRecord {
+        DataRecord {
+            fragment: Some(Fragment { index, count }),
+            ..data(seqno, payload)
+        }
+    }
+
+    struct Harness {
+        w: RecvWindow,
+        got: Vec<(Bytes, bool)>,
+        config: ReliableConfig,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new(retain: bool) -> Self {
+            Self {
+                w: RecvWindow::new(1, retain, 1000),
+                got: Vec::new(),
+                config: ReliableConfig::default(),
+                now: Instant::now(),
+            }
+        }
+        fn rx(&mut self, d: DataRecord) -> Received {
+            let got = &mut self.got;
+            self.w
+                .receive(d, self.now, &self.config, &mut |p, oob| got.push((p, oob)))
+        }
+        fn delivered(&self) -> Vec<&[u8]> {
+            self.got.iter().map(|(p, _)| &p[..]).collect()
+        }
+    }
+
+    #[test]
+    fn in_order_duplicates_and_reordering() {
+        for retain in [false, true] {
+            let mut h = Harness::new(retain);
+            assert_eq!(h.rx(data(1, b"a")), Received::New);
+            assert_eq!(h.rx(data(1, b"a")), Received::Duplicate);
+            assert_eq!(h.rx(data(4, b"d")), Received::New);
+            assert_eq!(h.rx(data(3, b"c")), Received::New);
+            assert_eq!(h.rx(data(3, b"c")), Received::Duplicate);
+            assert_eq!(h.delivered(), [b"a"]);
+            assert!(h.w.has_gaps());
+            assert_eq!(h.rx(data(2, b"b")), Received::New);
+            assert_eq!(h.delivered(), [b"a", b"b", b"c", b"d"]);
+            assert!(!h.w.has_gaps());
+            assert_eq!(h.w.next(), 5);
+            assert_eq!(h.rx(data(5000, b"x")), Received::TooFar);
+            if retain {
+                assert_eq!(h.w.len(), 4);
+                assert_eq!(&h.w.get(2).unwrap().payload[..], b"b");
+                h.w.purge_through(3);
+                assert_eq!(h.w.held(), Some((4, 4)));
+                assert!(h.w.get(3).is_none());
+            } else {
+                assert_eq!(h.w.len(), 0);
+                assert_eq!(h.w.bytes(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn gaps_split_and_nak_on_backoff() {
+        let mut h = Harness::new(false);
+        h.rx(data(10, b"j"));
+        h.rx(data(5, b"e"));
+        let mut naks = Vec::new();
+        assert_eq!(h.w.due_naks(h.now, &h.config, &mut naks), None);
+        assert_eq!(h.w.next_nak(), Some(h.now + Duration::from_millis(100)));
+        let t1 = h.now + Duration::from_millis(100);
+        assert_eq!(h.w.due_naks(t1, &h.config, &mut naks), Some(0));
+        assert_eq!(naks, [(1, 4), (6, 9)]);
+        assert_eq!(h.w.next_nak(), Some(t1 + Duration::from_millis(200)));
+        h.rx(data(7, b"g"));
+        naks.clear();
+        let t2 = t1 + Duration::from_millis(200);
+        assert_eq!(h.w.due_naks(t2, &h.config, &mut naks), Some(1));
+        assert_eq!(naks, [(1, 4), (6, 6), (8, 9)]);
+        for s in [1, 2, 3, 4, 6, 8, 9] {
+            h.rx(data(s, b"."));
+        }
+        assert!(!h.w.has_gaps());
+        assert_eq!(h.w.next(), 11);
+        assert_eq!(h.got.len(), 10);
+    }
+
+    #[test]
+    fn announce_finds_a_lost_tail() {
+        let mut h = Harness::new(false);
+        h.rx(data(1, b"a"));
+        h.w.announce(3, h.now, &h.config);
+        let mut naks = Vec::new();
+        h.w.due_naks(h.now + Duration::from_secs(1), &h.config, &mut naks);
+        assert_eq!(naks, [(2, 3)]);
+        h.rx(data(3, b"c"));
+        h.rx(data(2, b"b"));
+        assert_eq!(h.delivered(), [b"a", b"b", b"c"]);
+    }
+
+    #[test]
+    fn fragments_reassemble_in_order_and_out_of_band() {
+        let mut h = Harness::new(false);
+        h.rx(frag(2, 1, 3, b"-wor"));
+        h.rx(frag(1, 0, 3, b"hello"));
+        assert!(h.got.is_empty());
+        h.rx(frag(3, 2, 3, b"ld"));
+        assert_eq!(h.delivered(), [b"hello-world"]);
+        // Out of band: delivered when complete, ahead of a gap.
+        let o = |s, i, p| DataRecord {
+            oob: true,
+            ..frag(s, i, 2, p)
+        };
+        h.rx(o(6, 1, b"B"));
+        h.rx(o(5, 0, b"A"));
+        assert_eq!(h.got.last().unwrap(), &(Bytes::from_static(b"AB"), true));
+        h.rx(data(4, b"x"));
+        assert_eq!(h.delivered(), [&b"hello-world"[..], b"AB", b"x"]);
+        assert_eq!(h.w.next(), 7);
+        assert_eq!(h.w.len(), 0);
+    }
+}

@@ -1,0 +1,474 @@
+//! Seeded simulations of whole groups: no sockets, virtual time, a network that loses,
+//! duplicates and reorders datagrams. A failing run prints its seed; set
+//! `RELIABLE_SIM_SEED=<seed>` to replay just that one.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+use super::*;
+use crate::group::{GroupMember, View, ViewId};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The seeds to run: the one in `RELIABLE_SIM_SEED`, else `count` seeds from `first`.
+fn seeds(first: u64, count: u64) -> Vec<u64> {
+    match std::env::var("RELIABLE_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("RELIABLE_SIM_SEED must be a number")],
+        Err(_) => (first..first + count).collect(),
+    }
+}
+
+/// Runs `run(seed)` for each seed; on a panic, names the seed and how to replay it.
+fn for_seeds(first: u64, count: u64, run: impl Fn(u64)) {
+    for seed in seeds(first, count) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed)));
+        if let Err(e) = result {
+            eprintln!("simulation failed with seed {seed}; replay: RELIABLE_SIM_SEED={seed}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+/// A message as the simulation encodes it: sender index, counter, out-of-band flag,
+/// unicast flag, then filler.
+fn message(sender: usize, counter: u64, oob: bool, unicast: bool, filler: usize) -> Bytes {
+    let mut v = Vec::with_capacity(18 + filler);
+    v.extend_from_slice(&(sender as u64).to_be_bytes());
+    v.extend_from_slice(&counter.to_be_bytes());
+    v.push(u8::from(oob));
+    v.push(u8::from(unicast));
+    v.extend((0..filler).map(|i| (i as u8) ^ (counter as u8)));
+    Bytes::from(v)
+}
+
+fn parse(payload: &[u8]) -> (usize, u64, bool, bool) {
+    assert!(payload.len() >= 18, "short message");
+    let sender = u64::from_be_bytes(payload[..8].try_into().unwrap()) as usize;
+    let counter = u64::from_be_bytes(payload[8..16].try_into().unwrap());
+    for (i, b) in payload[18..].iter().enumerate() {
+        assert_eq!(*b, (i as u8) ^ (counter as u8), "corrupted filler");
+    }
+    (sender, counter, payload[16] == 1, payload[17] == 1)
+}
+
+struct Node {
+    r: Reliable,
+    id: MemberId,
+    alive: bool,
+    /// Polls deliveries (a slow receiver does not).
+    draining: bool,
+    /// (sender index, counter, oob, unicast) in delivery order.
+    delivered: Vec<(usize, u64, bool, bool)>,
+    /// The view seq the node is in.
+    view_seq: u64,
+    /// The first view it was a member of.
+    first_view: Option<u64>,
+    sent: u64,
+}
+
+struct Net {
+    rng: SmallRng,
+    now: Instant,
+    loss: f64,
+    duplicate: f64,
+    max_delay: Duration,
+    /// (arrival, tie-break) -> (from, to, datagram)
+    in_flight: BinaryHeap<Reverse<(Instant, u64, usize, usize)>>,
+    datagrams: HashMap<u64, Bytes>,
+    next_id: u64,
+    nodes: Vec<Node>,
+}
+
+impl Net {
+    fn new(seed: u64, loss: f64, duplicate: f64, max_delay: Duration) -> Self {
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+            now: Instant::now(),
+            loss,
+            duplicate,
+            max_delay,
+            in_flight: BinaryHeap::new(),
+            datagrams: HashMap::new(),
+            next_id: 0,
+            nodes: Vec::new(),
+        }
+    }
+
+    fn add_node(&mut self, config: &ReliableConfig) -> usize {
+        let id = MemberId::random(&mut self.rng);
+        let config = ReliableConfig {
+            rng_seed: self.rng.next_u64(),
+            ..config.clone()
+        };
+        self.nodes.push(Node {
+            r: Reliable::new(config, id, self.now),
+            id,
+            alive: true,
+            draining: true,
+            delivered: Vec::new(),
+            view_seq: 0,
+            first_view: None,
+            sent: 0,
+        });
+        self.nodes.len() - 1
+    }
+
+    fn view(&self, seq: u64, members: &[usize]) -> View {
+        View {
+            id: ViewId {
+                seq,
+                coordinator: self.nodes[members[0]].id,
+            },
+            members: members
+                .iter()
+                .map(|i| GroupMember {
+                    id: self.nodes[*i].id,
+                    addr: SocketAddr::from(([127, 0, 0, 1], 5000 + *i as u16)),
+                })
+                .collect(),
+        }
+    }
+
+    fn install(&mut self, node: usize, view: &View) {
+        let now = self.now;
+        let n = &mut self.nodes[node];
+        n.r.install_view(view, now);
+        n.view_seq = view.id.seq;
+        if !view.contains(&n.id) {
+            n.alive = false;
+        } else if n.first_view.is_none() {
+            n.first_view = Some(view.id.seq);
+        }
+    }
+
+    fn index_of(&self, id: MemberId) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    /// Drains a node's outputs into the network and its deliveries into its log.
+    fn drain(&mut self, i: usize) {
+        while let Some(t) = self.nodes[i].r.poll_transmit() {
+            let targets: Vec<usize> = match t.to {
+                Destination::Group => (0..self.nodes.len()).filter(|j| *j != i).collect(),
+                Destination::Member(id) => vec![self.index_of(id)],
+            };
+            assert!(t.datagram.len() <= self.nodes[i].r.config().max_datagram_size);
+            for j in targets {
+                if !self.nodes[j].alive || self.rng.random_bool(self.loss) {
+                    continue;
+                }
+                let copies = if self.rng.random_bool(self.duplicate) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let delay = self.rng.random_range(Duration::ZERO..=self.max_delay);
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.datagrams.insert(id, t.datagram.clone());
+                    self.in_flight.push(Reverse((self.now + delay, id, i, j)));
+                }
+            }
+        }
+        if self.nodes[i].draining {
+            while let Some(d) = self.nodes[i].r.poll_delivery() {
+                let (sender, counter, oob, unicast) = parse(&d.payload);
+                assert_eq!(d.oob, oob, "oob flag");
+                assert_eq!(d.unicast, unicast, "unicast flag");
+                assert_eq!(self.nodes[sender].id, d.from, "sender");
+                self.nodes[i]
+                    .delivered
+                    .push((sender, counter, oob, unicast));
+            }
+        }
+    }
+
+    /// Runs the network and timers until `until`.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].alive {
+                    self.drain(i);
+                }
+            }
+            let next_arrival = self.in_flight.peek().map(|Reverse((t, ..))| *t);
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter(|n| n.alive)
+                .filter_map(|n| n.r.poll_timeout())
+                .min();
+            let next = match (next_arrival, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            while let Some(Reverse((t, id, from, to))) = self.in_flight.peek().copied() {
+                if t > now {
+                    break;
+                }
+                self.in_flight.pop();
+                let datagram = self.datagrams.remove(&id).unwrap();
+                let from_id = self.nodes[from].id;
+                let node = &mut self.nodes[to];
+                if node.alive {
+                    node.r
+                        .handle_datagram(from_id, datagram, now)
+                        .expect("well-formed datagram");
+                }
+            }
+            for n in self.nodes.iter_mut().filter(|n| n.alive) {
+                if n.r.poll_timeout().is_some_and(|t| t <= now) {
+                    n.r.handle_timeout(now);
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+}
+
+struct SentRecord {
+    sender: usize,
+    counter: u64,
+    view_seq: u64,
+    oob: bool,
+    /// Unicast destination.
+    to: Option<usize>,
+}
+
+/// N members under 20 % loss, duplication and reordering; members join and (gracefully)
+/// leave meanwhile. Every member of a view delivers every message sent in it exactly
+/// once, in per-sender order; buffers stay within their bounds.
+#[test]
+fn lossy_group_with_joins_and_leaves() {
+    for_seeds(1, 6, |seed| {
+        let config = ReliableConfig {
+            credit_window: 64 << 10,
+            ack_threshold: 16 << 10,
+            max_delivery_queue: 64 << 10,
+            max_retransmit_buffer: 128 << 10,
+            max_datagram_size: 1400,
+            discard_delivered: seed % 2 == 0,
+            nak_random_member: seed % 3 == 0,
+            retransmit_by_multicast: seed % 4 == 1,
+            nak_backoff: vec![ms(20), ms(40), ms(80)],
+            nak_interval_after: ms(50),
+            stable_interval: ms(20),
+            ..ReliableConfig::default()
+        };
+        let mut net = Net::new(seed, 0.2, 0.1, ms(8));
+        let mut members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        let mut view_seq = 1;
+        let v = net.view(view_seq, &members);
+        for &m in &members {
+            net.install(m, &v);
+        }
+        let mut sent: Vec<SentRecord> = Vec::new();
+        // Each phase: send for a while, then change the view.
+        let phases = 5;
+        for phase in 0..phases {
+            let phase_end = net.now + ms(150);
+            while net.now < phase_end {
+                for &m in &members.clone() {
+                    if net.rng.random_bool(0.5) {
+                        continue;
+                    }
+                    let oob = net.rng.random_bool(0.1);
+                    let filler = net.rng.random_range(0..3000);
+                    let counter = net.nodes[m].sent;
+                    let now = net.now;
+                    let unicast_to = if net.rng.random_bool(0.2) {
+                        let others: Vec<usize> =
+                            members.iter().copied().filter(|o| *o != m).collect();
+                        (!others.is_empty()).then(|| others[net.rng.random_range(0..others.len())])
+                    } else {
+                        None
+                    };
+                    let payload = message(m, counter, oob, unicast_to.is_some(), filler);
+                    let result = match unicast_to {
+                        Some(to) => {
+                            let to_id = net.nodes[to].id;
+                            net.nodes[m]
+                                .r
+                                .unicast(to_id, payload, SendOpts { oob }, now)
+                        }
+                        None => net.nodes[m].r.multicast(payload, SendOpts { oob }, now),
+                    };
+                    match result {
+                        Ok(()) => {
+                            net.nodes[m].sent += 1;
+                            sent.push(SentRecord {
+                                sender: m,
+                                counter,
+                                view_seq: net.nodes[m].view_seq,
+                                oob,
+                                to: unicast_to,
+                            });
+                        }
+                        Err(SendError::NoCredit) => {}
+                        Err(e) => panic!("send failed: {e}"),
+                    }
+                    net.nodes[m].r.flush(now);
+                }
+                let next = net.now + ms(1);
+                net.run_until(next);
+                for &m in &members {
+                    let n = &net.nodes[m];
+                    assert!(
+                        n.r.multicast_buffer_bytes() <= config.credit_window.max(cost(3018) + 32),
+                        "multicast retransmit buffer over its bound: {}",
+                        n.r.multicast_buffer_bytes()
+                    );
+                    let s = n.r.stats();
+                    assert!(
+                        s.retransmit_buffer_bytes <= config.max_retransmit_buffer * members.len(),
+                        "retransmit buffers: {}",
+                        s.retransmit_buffer_bytes
+                    );
+                    assert!(
+                        s.receive_buffer_bytes <= 2 * config.max_retransmit_buffer * members.len(),
+                        "receive buffers: {}",
+                        s.receive_buffer_bytes
+                    );
+                }
+            }
+            if phase == phases - 1 {
+                break;
+            }
+            view_seq += 1;
+            if phase % 2 == 0 {
+                // A member joins.
+                let j = net.add_node(&config);
+                members.push(j);
+            } else {
+                // The oldest member leaves gracefully: it waits until everything it sent
+                // was consumed by every member, then the view without it is installed.
+                let leaver = members.remove(0);
+                let deadline = net.now + Duration::from_secs(30);
+                while net.nodes[leaver].r.stats().retransmit_buffer_bytes > 0 {
+                    if net.now >= deadline {
+                        for &m in members.iter().chain([&leaver]) {
+                            eprintln!("{}", net.nodes[m].r.debug_state());
+                        }
+                        panic!("leaver never drained");
+                    }
+                    let next = net.now + ms(5);
+                    net.run_until(next);
+                }
+                let v = net.view(view_seq, &members);
+                net.install(leaver, &v);
+            }
+            // Members install the new view at slightly different times.
+            let v = net.view(view_seq, &members);
+            let mut order = members.clone();
+            for k in (1..order.len()).rev() {
+                order.swap(k, net.rng.random_range(0..=k));
+            }
+            for m in order {
+                net.install(m, &v);
+                let next = net.now + ms(net.rng.random_range(0..5));
+                net.run_until(next);
+            }
+        }
+        // Let recovery finish.
+        let end = net.now + Duration::from_secs(20);
+        net.run_until(end);
+        check(&net, &sent, &members);
+        let naks: u64 = net.nodes.iter().map(|n| n.r.stats().naks_sent).sum();
+        let xmits: u64 = net.nodes.iter().map(|n| n.r.stats().retransmitted).sum();
+        let dups: u64 = net.nodes.iter().map(|n| n.r.stats().duplicates).sum();
+        assert!(
+            naks > 0 && xmits > 0 && dups > 0,
+            "naks {naks} xmits {xmits} dups {dups}"
+        );
+        for &m in &members {
+            let s = net.nodes[m].r.stats();
+            assert_eq!(
+                s.retransmit_buffer_bytes, 0,
+                "not everything acknowledged: {s:?}"
+            );
+        }
+    });
+}
+
+/// The invariants: per-sender order without duplicates; nothing delivered from a view the
+/// receiver was not in; completeness for every member of the view a message was sent in
+/// that is still a member at the end.
+fn check(net: &Net, sent: &[SentRecord], final_members: &[usize]) {
+    let view_of: HashMap<(usize, u64), u64> = sent
+        .iter()
+        .map(|s| ((s.sender, s.counter), s.view_seq))
+        .collect();
+    for (i, n) in net.nodes.iter().enumerate() {
+        let mut last: BTreeMap<(usize, bool), u64> = BTreeMap::new();
+        let mut seen: HashSet<(usize, u64)> = HashSet::new();
+        for &(sender, counter, oob, unicast) in &n.delivered {
+            assert!(
+                seen.insert((sender, counter)),
+                "node {i} delivered ({sender}, {counter}) twice"
+            );
+            if sender != i && !unicast {
+                let v = view_of[&(sender, counter)];
+                assert!(
+                    n.first_view.is_some_and(|f| f <= v),
+                    "node {i} (first view {:?}) delivered ({sender}, {counter}) of view {v}",
+                    n.first_view
+                );
+            }
+            if !oob && let Some(prev) = last.insert((sender, unicast), counter) {
+                assert!(
+                    prev < counter,
+                    "node {i}: sender {sender} out of order: {prev} then {counter}"
+                );
+            }
+        }
+    }
+    let delivered: Vec<HashSet<(usize, u64)>> = net
+        .nodes
+        .iter()
+        .map(|n| n.delivered.iter().map(|d| (d.0, d.1)).collect())
+        .collect();
+    let mut missing = 0;
+    let mut checked = 0;
+    for s in sent {
+        let receivers: Vec<usize> = match s.to {
+            Some(to) => vec![to],
+            None => (0..net.nodes.len())
+                .filter(|r| net.nodes[*r].first_view.is_some_and(|f| f <= s.view_seq))
+                .collect(),
+        };
+        for r in receivers {
+            if !final_members.contains(&r) {
+                continue;
+            }
+            checked += 1;
+            if !delivered[r].contains(&(s.sender, s.counter)) {
+                missing += 1;
+                if missing < 10 {
+                    eprintln!(
+                        "node {r} never delivered ({}, {}) sent in view {} (oob {}, to {:?})",
+                        s.sender, s.counter, s.view_seq, s.oob, s.to
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(missing, 0, "{missing} of {checked} deliveries missing");
+    assert!(checked > 1000, "too few messages checked: {checked}");
+}
