@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::send::MESSAGE_COST;
 use crate::wire::cohort::reliable::{DATA_OVERHEAD, HEADER_LEN, MAX_FRAGMENTS};
 
 /// Settings of [`Reliable`](super::Reliable). `Default` gives values like JGroups'
@@ -46,8 +47,10 @@ pub struct ReliableConfig {
     /// stable (JGroups `discard_delivered_msgs`). Saves memory; only the original sender can
     /// then retransmit.
     pub discard_delivered: bool,
-    /// Hard bound, in bytes, on the local retransmit buffer of each outgoing stream; sends
-    /// beyond it fail with `NoCredit` whatever the credits say.
+    /// Hard bound, in bytes (credit cost), on the retransmit buffer of each outgoing
+    /// stream. Normally the buffer stays within `credit_window`; only a message larger than
+    /// the window, sent when nothing else is outstanding, goes beyond it, and never beyond
+    /// this bound. Must hold `credit_window` and the largest message.
     pub max_retransmit_buffer: usize,
     /// How often a member gossips stability (what it consumed from every sender) and its
     /// own highest seqno while anything is unacknowledged. It also finds lost last
@@ -117,10 +120,13 @@ impl ReliableConfig {
                 "ack_threshold must not exceed credit_window".into(),
             ));
         }
-        if self.max_retransmit_buffer < self.credit_window {
-            return Err(ConfigError(
-                "max_retransmit_buffer must be at least credit_window".into(),
-            ));
+        let largest = self.max_message_size
+            + self.max_message_size.div_ceil(self.fragment_payload()) * MESSAGE_COST;
+        if self.max_retransmit_buffer < self.credit_window.max(largest) {
+            return Err(ConfigError(format!(
+                "max_retransmit_buffer must hold credit_window and the largest message \
+                 ({largest} bytes with overhead)"
+            )));
         }
         if self.nak_interval_after.is_zero() || self.nak_backoff.iter().any(|d| d.is_zero()) {
             return Err(ConfigError("NAK delays must be > 0".into()));

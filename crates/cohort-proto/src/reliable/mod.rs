@@ -283,9 +283,9 @@ impl Reliable {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let fragments = config.max_message_size.div_ceil(config.fragment_payload());
-        let max_span = (config.max_retransmit_buffer.max(config.credit_window) / send::MESSAGE_COST
-            + fragments
-            + 16) as u64;
+        // A sender never has more than a window of credit (or one large message)
+        // outstanding, and a receiver never lags behind what the sender still holds.
+        let max_span = (config.credit_window / send::MESSAGE_COST + fragments + 16) as u64;
         Ok(Self {
             bundler: Bundler::new(local, config.max_datagram_size),
             rng: SmallRng::seed_from_u64(config.rng_seed),

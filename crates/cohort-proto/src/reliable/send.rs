@@ -70,10 +70,10 @@ impl SendBuffer {
         self.buf.is_empty()
     }
 
-    /// True if a message costing `cost` fits: within `window` and `bound`, or anything at
-    /// all when nothing is outstanding (so a message larger than the window still goes).
+    /// True if a message costing `cost` fits: within `window`, or, when nothing is
+    /// outstanding, within `bound` (so a message larger than the window still goes).
     pub(crate) fn has_room(&self, cost: usize, window: usize, bound: usize) -> bool {
-        self.buf.is_empty() || self.bytes + cost <= window.min(bound)
+        self.bytes + cost <= window || (self.buf.is_empty() && cost <= bound)
     }
 
     /// Assigns the next seqno to `sent` and keeps it.
@@ -127,9 +127,10 @@ mod tests {
     fn seqnos_credits_and_purge() {
         let mut b = SendBuffer::new();
         assert!(
-            b.has_room(1 << 30, 100, 100),
-            "an empty buffer takes anything"
+            b.has_room(1000, 100, 1000),
+            "an empty buffer takes up to the bound"
         );
+        assert!(!b.has_room(1001, 100, 1000));
         assert_eq!(b.push(sent(10)), 1);
         assert_eq!(b.push(sent(20)), 2);
         assert_eq!(b.push(sent(30)), 3);

@@ -263,6 +263,7 @@ fn lossy_group_with_joins_and_leaves() {
             ack_threshold: 16 << 10,
             max_delivery_queue: 64 << 10,
             max_retransmit_buffer: 128 << 10,
+            max_message_size: 32 << 10,
             max_datagram_size: 1400,
             discard_delivered: seed % 2 == 0,
             nak_random_member: seed % 3 == 0,
@@ -471,4 +472,297 @@ fn check(net: &Net, sent: &[SentRecord], final_members: &[usize]) {
     }
     assert_eq!(missing, 0, "{missing} of {checked} deliveries missing");
     assert!(checked > 1000, "too few messages checked: {checked}");
+}
+
+/// Installs one view of `members` on all of them.
+fn start_group(net: &mut Net, members: &[usize]) {
+    let v = net.view(1, members);
+    for &m in members {
+        net.install(m, &v);
+    }
+}
+
+/// A receiver that stops draining its deliveries: the sender runs out of credit instead of
+/// growing the receiver's memory; once the receiver drains, credit returns (with an event)
+/// and everything arrives.
+#[test]
+fn slow_receiver_bounds_the_sender() {
+    for_seeds(100, 3, |seed| {
+        let config = ReliableConfig {
+            credit_window: 32 << 10,
+            ack_threshold: 8 << 10,
+            max_delivery_queue: 16 << 10,
+            max_retransmit_buffer: 64 << 10,
+            max_message_size: 32 << 10,
+            max_datagram_size: 1400,
+            nak_backoff: vec![ms(20)],
+            nak_interval_after: ms(20),
+            stable_interval: ms(10),
+            ..ReliableConfig::default()
+        };
+        let mut net = Net::new(seed, 0.1, 0.05, ms(3));
+        let members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        let (sender, slow) = (members[0], members[2]);
+        net.nodes[slow].draining = false;
+        let mut sent = Vec::new();
+        let mut refused = 0;
+        for _ in 0..3000 {
+            let counter = net.nodes[sender].sent;
+            let now = net.now;
+            match net.nodes[sender].r.multicast(
+                message(sender, counter, false, false, 500),
+                SendOpts::default(),
+                now,
+            ) {
+                Ok(()) => {
+                    net.nodes[sender].sent += 1;
+                    sent.push(SentRecord {
+                        sender,
+                        counter,
+                        view_seq: 1,
+                        oob: false,
+                        to: None,
+                    });
+                }
+                Err(SendError::NoCredit) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+            net.nodes[sender].r.flush(now);
+            let next = net.now + Duration::from_micros(200);
+            net.run_until(next);
+            let s = net.nodes[slow].r.stats();
+            assert!(
+                s.delivery_queue_bytes + s.receive_buffer_bytes <= 16 * 1024 + 2 * 32 * 1024,
+                "slow receiver holds {} + {} bytes",
+                s.delivery_queue_bytes,
+                s.receive_buffer_bytes
+            );
+            assert!(net.nodes[sender].r.multicast_buffer_bytes() <= config.credit_window);
+        }
+        assert!(
+            refused > 1000,
+            "sender never slowed down ({refused} refusals)"
+        );
+        let sent_before = sent.len();
+        assert!(
+            sent_before < 200,
+            "sent {sent_before} to a stalled receiver"
+        );
+        // The receiver catches up; credit comes back.
+        net.nodes[slow].draining = true;
+        while net.nodes[sender].r.poll_event().is_some() {}
+        let mut credit_events = 0;
+        for _ in 0..3000 {
+            let counter = net.nodes[sender].sent;
+            let now = net.now;
+            if net.nodes[sender]
+                .r
+                .multicast(
+                    message(sender, counter, false, false, 500),
+                    SendOpts::default(),
+                    now,
+                )
+                .is_ok()
+            {
+                net.nodes[sender].sent += 1;
+                sent.push(SentRecord {
+                    sender,
+                    counter,
+                    view_seq: 1,
+                    oob: false,
+                    to: None,
+                });
+            }
+            net.nodes[sender].r.flush(now);
+            let next = net.now + Duration::from_micros(200);
+            net.run_until(next);
+            while let Some(e) = net.nodes[sender].r.poll_event() {
+                assert_eq!(
+                    e,
+                    ReliableEvent::CreditAvailable {
+                        to: Destination::Group
+                    }
+                );
+                credit_events += 1;
+            }
+        }
+        assert!(credit_events > 0);
+        assert!(sent.len() > sent_before + 500, "sending did not resume");
+        let end = net.now + Duration::from_secs(10);
+        net.run_until(end);
+        check(&net, &sent, &members);
+    });
+}
+
+/// Messages of several MiB are fragmented into datagrams and reassembled, under loss,
+/// multicast and unicast, and out of band.
+#[test]
+fn large_messages_are_fragmented_and_reassembled() {
+    for_seeds(200, 2, |seed| {
+        let config = ReliableConfig {
+            max_datagram_size: 8192,
+            nak_backoff: vec![ms(20), ms(40)],
+            nak_interval_after: ms(40),
+            stable_interval: ms(20),
+            ..ReliableConfig::default()
+        };
+        let mut net = Net::new(seed, 0.2, 0.05, ms(5));
+        let members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        let sizes = [3 << 20, 5 << 20, 100, (16 << 20) - 18];
+        let mut sent = Vec::new();
+        for (k, size) in sizes.into_iter().enumerate() {
+            let sender = members[k % 3];
+            let counter = net.nodes[sender].sent;
+            let oob = k == 2;
+            let unicast = k == 1;
+            let payload = message(sender, counter, oob, unicast, size);
+            let to = unicast.then_some(members[(k + 1) % 3]);
+            // A message larger than the window goes once nothing else is outstanding.
+            let deadline = net.now + Duration::from_secs(60);
+            loop {
+                let now = net.now;
+                let payload = payload.clone();
+                let result = match to {
+                    Some(to) => {
+                        let id = net.nodes[to].id;
+                        net.nodes[sender]
+                            .r
+                            .unicast(id, payload, SendOpts { oob }, now)
+                    }
+                    None => net.nodes[sender]
+                        .r
+                        .multicast(payload, SendOpts { oob }, now),
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(SendError::NoCredit) if net.now < deadline => {
+                        let next = net.now + ms(10);
+                        net.run_until(next);
+                    }
+                    Err(e) => panic!("large send: {e}"),
+                }
+            }
+            let now = net.now;
+            net.nodes[sender].sent += 1;
+            sent.push(SentRecord {
+                sender,
+                counter,
+                view_seq: 1,
+                oob,
+                to,
+            });
+            net.nodes[sender].r.flush(now);
+            let next = net.now + ms(50);
+            net.run_until(next);
+        }
+        let too_big = Bytes::from(vec![0; (16 << 20) + 1]);
+        let now = net.now;
+        assert!(matches!(
+            net.nodes[0].r.multicast(too_big, SendOpts::default(), now),
+            Err(SendError::TooLarge { .. })
+        ));
+        let end = net.now + Duration::from_secs(60);
+        net.run_until(end);
+        // `parse` checked every byte of the filler; check() checks every delivery.
+        let delivered: usize = members.iter().map(|m| net.nodes[*m].delivered.len()).sum();
+        assert_eq!(
+            delivered,
+            3 * 3 + 1,
+            "three multicasts to all (own included), one unicast"
+        );
+        check_small(&net, &sent, &members);
+        for &m in &members {
+            assert_eq!(net.nodes[m].r.stats().retransmit_buffer_bytes, 0);
+            assert_eq!(net.nodes[m].r.stats().receive_buffer_bytes, 0);
+        }
+    });
+}
+
+/// `check` without its minimum message count.
+fn check_small(net: &Net, sent: &[SentRecord], members: &[usize]) {
+    for s in sent {
+        let receivers: Vec<usize> = match s.to {
+            Some(to) => vec![to],
+            None => members.iter().copied().filter(|r| *r != s.sender).collect(),
+        };
+        for r in receivers {
+            let got = net.nodes[r]
+                .delivered
+                .iter()
+                .filter(|d| (d.0, d.1) == (s.sender, s.counter))
+                .count();
+            assert_eq!(
+                got, 1,
+                "node {r} delivered ({}, {}) {got} times",
+                s.sender, s.counter
+            );
+        }
+    }
+}
+
+/// A member that crashes and is removed stops holding the others back: their
+/// retransmit buffers drain and credit returns, although it never acknowledged.
+#[test]
+fn a_member_that_leaves_stops_holding_others_back() {
+    for_seeds(300, 3, |seed| {
+        let config = ReliableConfig {
+            credit_window: 16 << 10,
+            ack_threshold: 4 << 10,
+            max_retransmit_buffer: 32 << 10,
+            max_message_size: 16 << 10,
+            stable_interval: ms(10),
+            ..ReliableConfig::default()
+        };
+        let mut net = Net::new(seed, 0.05, 0.0, ms(2));
+        let members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        // Member 2 crashes: it stops processing anything.
+        net.nodes[2].alive = false;
+        let mut refused = false;
+        for i in 0..200 {
+            let now = net.now;
+            if net.nodes[0]
+                .r
+                .multicast(message(0, i, false, false, 1000), SendOpts::default(), now)
+                .is_err()
+            {
+                refused = true;
+                break;
+            }
+            net.nodes[0].r.flush(now);
+            let next = net.now + ms(1);
+            net.run_until(next);
+        }
+        assert!(
+            refused,
+            "a crashed member should hold credit back until removed"
+        );
+        assert!(net.nodes[0].r.multicast_buffer_bytes() > 0);
+        let v = net.view(2, &members[..2]);
+        net.install(0, &v);
+        net.install(1, &v);
+        while net.nodes[0].r.poll_event().is_some() {}
+        let next = net.now + Duration::from_secs(2);
+        net.run_until(next);
+        assert_eq!(
+            net.nodes[0].r.multicast_buffer_bytes(),
+            0,
+            "{}",
+            net.nodes[0].r.debug_state()
+        );
+        let now = net.now;
+        net.nodes[0]
+            .r
+            .multicast(message(0, 999, false, false, 10), SendOpts::default(), now)
+            .expect("credit after the view change");
+        let id2 = net.nodes[2].id;
+        assert_eq!(
+            net.nodes[0]
+                .r
+                .unicast(id2, Bytes::new(), SendOpts::default(), now),
+            Err(SendError::UnknownMember(id2))
+        );
+    });
 }
