@@ -890,7 +890,9 @@ impl Group {
     /// Re-sends the current view to members that never acknowledged it (their copies were
     /// lost, or they were paused), until they do.
     fn resend_to_lagging(&mut self, now: Instant) {
-        let Some(view) = self.view.clone() else { return };
+        let Some(view) = self.view.clone() else {
+            return;
+        };
         if self.install.is_some() {
             return;
         }

@@ -1012,8 +1012,19 @@ impl Reliable {
                 wire::encode_unicast_highest(buf, peer.uni_out.highest_sent());
             }
         }
+        if !self.config.discard_delivered {
+            self.purge_retained();
+        }
         let own_pending = !self.mcast_out.is_empty();
-        if !self.others.is_empty() && (self.gossip_dirty || own_pending || !joiners.is_empty()) {
+        // Copies of other members' multicasts kept until every member reports them: ask
+        // for reports too, in case the last ones were lost.
+        let retaining = !self.config.discard_delivered
+            && self
+                .peers
+                .values()
+                .any(|p| p.mcast_in.as_ref().is_some_and(|w| w.bytes() > 0));
+        let acks_wanted = own_pending || retaining;
+        if !self.others.is_empty() && (self.gossip_dirty || acks_wanted || !joiners.is_empty()) {
             entries.truncate(MAX_STABLE_ENTRIES);
             joiners.truncate(MAX_STABLE_ENTRIES);
             let buf = self.bundler.buffer(
@@ -1024,17 +1035,14 @@ impl Reliable {
             );
             wire::encode_stable(
                 buf,
-                own_pending,
+                acks_wanted,
                 self.mcast_out.highest_sent(),
                 &entries,
                 &joiners,
             );
             self.gossip_dirty = false;
         }
-        if !self.config.discard_delivered {
-            self.purge_retained();
-        }
-        busy |= own_pending || !joiners.is_empty();
+        busy |= acks_wanted || !joiners.is_empty();
         if busy {
             self.next_stable = Some(now + self.config.stable_interval);
         }

@@ -85,6 +85,8 @@ struct Net {
     datagrams: HashMap<u64, Bytes>,
     next_id: u64,
     nodes: Vec<Node>,
+    /// Directed links that drop everything.
+    cut: HashSet<(usize, usize)>,
 }
 
 impl Net {
@@ -99,6 +101,7 @@ impl Net {
             datagrams: HashMap::new(),
             next_id: 0,
             nodes: Vec::new(),
+            cut: HashSet::new(),
         }
     }
 
@@ -162,7 +165,10 @@ impl Net {
             };
             assert!(t.datagram.len() <= self.nodes[i].r.config().max_datagram_size);
             for j in targets {
-                if !self.nodes[j].alive || self.rng.random_bool(self.loss) {
+                if !self.nodes[j].alive
+                    || self.cut.contains(&(i, j))
+                    || self.rng.random_bool(self.loss)
+                {
                     continue;
                 }
                 let copies = if self.rng.random_bool(self.duplicate) {
@@ -763,6 +769,151 @@ fn a_member_that_leaves_stops_holding_others_back() {
                 .r
                 .unicast(id2, Bytes::new(), SendOpts::default(), now),
             Err(SendError::UnknownMember(id2))
+        );
+    });
+}
+
+/// Multicasts `count` small messages from `sender`, flushing after each, stepping time.
+fn send_some(net: &mut Net, sender: usize, count: u64, sent: &mut Vec<SentRecord>) {
+    for _ in 0..count {
+        let counter = net.nodes[sender].sent;
+        let now = net.now;
+        net.nodes[sender]
+            .r
+            .multicast(
+                message(sender, counter, false, false, 100),
+                SendOpts::default(),
+                now,
+            )
+            .expect("send");
+        net.nodes[sender].sent += 1;
+        sent.push(SentRecord {
+            sender,
+            counter,
+            view_seq: net.nodes[sender].view_seq,
+            oob: false,
+            to: None,
+        });
+        net.nodes[sender].r.flush(now);
+        let next = net.now + ms(1);
+        net.run_until(next);
+    }
+}
+
+/// A member that hears nothing from a sender (one-way partition) learns from another
+/// member's gossip that it misses messages and gets them from that member
+/// (`nak_random_member` with `discard_delivered` off).
+#[test]
+fn missing_messages_come_from_a_random_member() {
+    for_seeds(400, 3, |seed| {
+        let config = ReliableConfig {
+            nak_random_member: true,
+            discard_delivered: false,
+            nak_backoff: vec![ms(20)],
+            nak_interval_after: ms(20),
+            stable_interval: ms(10),
+            ..ReliableConfig::default()
+        };
+        let mut net = Net::new(seed, 0.0, 0.0, ms(1));
+        let members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        let next = net.now + ms(50);
+        net.run_until(next);
+        // Node 0 cannot reach node 2 at all; 2 can still talk to 0.
+        net.cut.insert((0, 2));
+        let mut sent = Vec::new();
+        send_some(&mut net, 0, 50, &mut sent);
+        let end = net.now + Duration::from_secs(5);
+        net.run_until(end);
+        check_small(&net, &sent, &members);
+        assert!(
+            net.nodes[1].r.stats().retransmitted > 0,
+            "member 1 never helped"
+        );
+        assert_eq!(net.nodes[0].r.stats().retransmitted, 0);
+        // Once 2 consumed everything, the sender's buffer and the copies are purged.
+        assert_eq!(net.nodes[0].r.multicast_buffer_bytes(), 0);
+        let end = net.now + Duration::from_secs(1);
+        net.run_until(end);
+        for &m in &members {
+            assert_eq!(
+                net.nodes[m].r.stats().receive_buffer_bytes,
+                0,
+                "{}",
+                net.nodes[m].r.debug_state()
+            );
+        }
+    });
+}
+
+/// A joiner that installs its first view late, after the sender already moved on to the
+/// next view, still starts at the sender's first seqno of the view it joined in (from the
+/// sender's gossip), and delivers nothing from before.
+#[test]
+fn a_late_joiner_starts_at_the_right_seqno() {
+    for_seeds(500, 3, |seed| {
+        let config = ReliableConfig {
+            stable_interval: ms(10),
+            nak_backoff: vec![ms(20)],
+            nak_interval_after: ms(20),
+            ..ReliableConfig::default()
+        };
+        let mut net = Net::new(seed, 0.1, 0.0, ms(2));
+        let mut members: Vec<usize> = (0..2).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        let mut sent = Vec::new();
+        send_some(&mut net, 0, 20, &mut sent);
+        // J joins in view 2, but installs it only after the others went on to view 3.
+        let j = net.add_node(&config);
+        members.push(j);
+        let v2 = net.view(2, &members);
+        net.install(0, &v2);
+        net.install(1, &v2);
+        send_some(&mut net, 0, 20, &mut sent);
+        send_some(&mut net, 1, 5, &mut sent);
+        let k = net.add_node(&config);
+        members.push(k);
+        let v3 = net.view(3, &members);
+        net.install(0, &v3);
+        net.install(1, &v3);
+        net.install(k, &v3);
+        send_some(&mut net, 0, 20, &mut sent);
+        net.install(j, &v2);
+        let next = net.now + ms(30);
+        net.run_until(next);
+        net.install(j, &v3);
+        send_some(&mut net, 0, 10, &mut sent);
+        let end = net.now + Duration::from_secs(5);
+        net.run_until(end);
+        let from_0: Vec<u64> = net.nodes[j]
+            .delivered
+            .iter()
+            .filter(|d| d.0 == 0)
+            .map(|d| d.1)
+            .collect();
+        assert_eq!(
+            from_0,
+            (20..70).collect::<Vec<_>>(),
+            "joiner's deliveries from 0"
+        );
+        let from_0_k: Vec<u64> = net.nodes[k]
+            .delivered
+            .iter()
+            .filter(|d| d.0 == 0)
+            .map(|d| d.1)
+            .collect();
+        assert_eq!(
+            from_0_k,
+            (40..70).collect::<Vec<_>>(),
+            "second joiner's deliveries"
+        );
+        check_small(
+            &net,
+            &sent
+                .into_iter()
+                .filter(|s| s.view_seq >= 3)
+                .collect::<Vec<_>>(),
+            &members,
         );
     });
 }
