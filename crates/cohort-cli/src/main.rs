@@ -5,6 +5,7 @@ mod members;
 mod node;
 mod output;
 mod perf;
+mod router;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Ask a running node (its status endpoint) for its current view.
     Members(members::MembersArgs),
+    /// Run a gossip router: a rendezvous server for discovery where there is no multicast.
+    Router(router::RouterArgs),
     /// Start three nodes on this machine and show discovery, messages and a member leaving.
     Demo(demo::DemoArgs),
     /// Measure ACKed send throughput and latency against baselines.
@@ -55,6 +58,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Node(args) => node::run(args).await,
             Command::Members(args) => members::run(args).await,
+            Command::Router(args) => router::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Perf(args) => perf::run(args).await,
             Command::PerfSink(args) => perf::sink(args).await,

@@ -69,14 +69,69 @@ pub(crate) struct NodeArgs {
     /// proves the process dead, one that does not answer counts as a witness.
     #[arg(long)]
     pub(crate) host_check: bool,
+    /// Find members without multicast: unicast heartbeats to the addresses named by
+    /// --initial-hosts, --router and --dns.
+    #[arg(long)]
+    pub(crate) no_multicast: bool,
+    /// Static initial hosts, comma separated: host:port or host:first-last.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) initial_hosts: Vec<cohort::HostPorts>,
+    /// A gossip router (`cohort router`) to register with; repeat for several.
+    #[arg(long)]
+    pub(crate) router: Vec<std::net::SocketAddr>,
+    /// A DNS name whose A records (with --dns-ports) or SRV records (--dns-srv) list the
+    /// members.
+    #[arg(long)]
+    pub(crate) dns: Option<String>,
+    /// The DNS name has SRV records (host and port) rather than A records.
+    #[arg(long)]
+    pub(crate) dns_srv: bool,
+    /// Ports to try on each address of an A record: port or first-last.
+    #[arg(long, default_value = "4000-4010")]
+    pub(crate) dns_ports: String,
+    /// The DNS server to ask (default: the system's).
+    #[arg(long)]
+    pub(crate) dns_server: Option<std::net::SocketAddr>,
     /// Print one JSON object per line.
     #[arg(long)]
     pub(crate) json: bool,
 }
 
 impl NodeArgs {
-    pub(crate) fn config(&self) -> Config {
-        Config {
+    fn discovery(&self) -> Result<cohort::DiscoveryConfig, String> {
+        let dns = match &self.dns {
+            None => None,
+            Some(name) => {
+                let record = if self.dns_srv {
+                    cohort::DnsRecord::Srv
+                } else {
+                    let range: cohort::HostPorts = format!("dns:{}", self.dns_ports)
+                        .parse()
+                        .map_err(|e: cohort::ParseHostPortsError| e.to_string())?;
+                    cohort::DnsRecord::A {
+                        first: range.first,
+                        last: range.last,
+                    }
+                };
+                Some(cohort::DnsDiscovery {
+                    name: name.clone(),
+                    record,
+                    server: self.dns_server,
+                    refresh: Duration::from_secs(5),
+                })
+            }
+        };
+        Ok(cohort::DiscoveryConfig {
+            multicast: !self.no_multicast,
+            initial_hosts: self.initial_hosts.clone(),
+            routers: self.router.clone(),
+            dns,
+            ..cohort::DiscoveryConfig::default()
+        })
+    }
+
+    pub(crate) fn config(&self) -> Result<Config, String> {
+        Ok(Config {
             domain: self.domain.clone().into(),
             payload: self.payload.clone().into(),
             bind: self.bind,
@@ -96,8 +151,9 @@ impl NodeArgs {
                 host_check: self.host_check,
                 ..cohort::GroupConfig::default()
             },
+            discovery: self.discovery()?,
             ..Config::default()
-        }
+        })
     }
 }
 
@@ -107,7 +163,7 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
     // graceful leave and not the default (immediate) death.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let (node, mut events) = Node::start(args.config()).await?;
+    let (node, mut events) = Node::start(args.config()?).await?;
     printer.started(node.local_member());
     let status = status::serve(node.clone(), args.status).await?;
     printer.status_endpoint(status);

@@ -6,6 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cohort_proto::group::GroupConfig;
 
+use crate::discovery::DiscoveryConfig;
+
 /// Everything a node needs to start. `Config::default()` is a working single-machine
 /// setup: Tribes' multicast group and timings, a receiver on 127.0.0.1 from port 4000 up.
 #[derive(Debug, Clone)]
@@ -63,6 +65,10 @@ pub struct Config {
     /// [`heartbeat_interval`](Self::heartbeat_interval)s. Default: `GroupConfig::default()`
     /// (a hung member is suspected after 1.7 s and removed once two witnesses agree).
     pub group: GroupConfig,
+    /// How nodes find each other: multicast (default) or, where there is none, unicast
+    /// heartbeats to static hosts, gossip routers' lists or DNS records (see
+    /// [`DiscoveryConfig`]).
+    pub discovery: DiscoveryConfig,
 }
 
 /// Multicast group settings for discovery and heartbeats.
@@ -110,6 +116,7 @@ impl Default for Config {
             busy_poll: Duration::from_micros(50),
             event_capacity: 1024,
             group: GroupConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -128,8 +135,15 @@ impl Config {
         if self.bind.is_unspecified() {
             return Err(ConfigError::UnspecifiedBind);
         }
-        if !self.multicast.group.is_multicast() {
+        if self.discovery.multicast && !self.multicast.group.is_multicast() {
             return Err(ConfigError::NotMulticast(self.multicast.group));
+        }
+        let d = &self.discovery;
+        if !d.multicast && d.initial_hosts.is_empty() && d.routers.is_empty() && d.dns.is_none() {
+            return Err(ConfigError::NoDiscovery);
+        }
+        if !d.multicast && self.port == 0 {
+            return Err(ConfigError::UnicastNeedsPort);
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError::Zero("heartbeat_interval"));
@@ -165,6 +179,12 @@ impl Config {
 /// A setting that cannot work. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// Multicast is off and no other discovery source is configured.
+    #[error("multicast discovery is off and no initial hosts, gossip router or DNS name is set")]
+    NoDiscovery,
+    /// Unicast discovery needs a known port range (others probe it), not port 0.
+    #[error("discovery without multicast needs a port (members probe each other's ports), not 0")]
+    UnicastNeedsPort,
     /// The group's suspect timeout is shorter than two heartbeat intervals: one late
     /// heartbeat would make a healthy member suspect.
     #[error("group.suspect_after must be at least two heartbeat intervals")]

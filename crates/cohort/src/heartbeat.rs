@@ -1,7 +1,9 @@
 //! Drives the membership core with a multicast socket and a timer.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_proto::membership::DatagramError;
@@ -13,6 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::discovery::Candidates;
 use crate::event::Event;
 use crate::group::GroupInput;
 use crate::shared::Shared;
@@ -48,16 +51,90 @@ pub(crate) fn open_socket(config: &Config) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// Where heartbeats go.
+pub(crate) enum Beacon {
+    /// To the multicast group.
+    Multicast(SocketAddr),
+    /// By unicast, to every known member and (every `probe_interval`, and whenever the set
+    /// changes) to every candidate address discovery names.
+    Unicast {
+        /// Our own heartbeat address, never sent to.
+        local: SocketAddr,
+        candidates: Arc<Candidates>,
+        probe_interval: Duration,
+    },
+}
+
+/// Opens the unicast heartbeat socket: the node's own address and port (the TCP
+/// receiver's), so a member's heartbeat address is its receiver address.
+pub(crate) fn open_unicast_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Sends one heartbeat datagram wherever `beacon` says.
+struct Sender {
+    beacon: Beacon,
+    last_probe: Option<Instant>,
+    probed_version: u64,
+}
+
+impl Sender {
+    async fn send(&mut self, socket: &UdpSocket, core: &Membership, datagram: &[u8]) {
+        match &self.beacon {
+            Beacon::Multicast(group) => {
+                if let Err(e) = socket.send_to(datagram, *group).await {
+                    warn!(error = %e, %group, "cannot send heartbeat");
+                }
+            }
+            Beacon::Unicast {
+                local,
+                candidates,
+                probe_interval,
+            } => {
+                let mut targets: BTreeSet<SocketAddr> = core
+                    .members()
+                    .map(|m| SocketAddr::new(m.addr.ip(), m.udp_port.unwrap_or(m.addr.port())))
+                    .collect();
+                let (version, all) = candidates.snapshot();
+                let now = Instant::now();
+                let probe_due = self
+                    .last_probe
+                    .is_none_or(|at| now.duration_since(at) >= *probe_interval)
+                    || version != self.probed_version;
+                if probe_due {
+                    self.last_probe = Some(now);
+                    self.probed_version = version;
+                    targets.extend(all);
+                }
+                targets.remove(local);
+                for to in targets {
+                    if let Err(e) = socket.send_to(datagram, to).await {
+                        debug!(error = %e, %to, "cannot send heartbeat");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The heartbeat task: one per node.
 pub(crate) async fn run(
     mut core: Membership,
     socket: UdpSocket,
-    group: SocketAddr,
+    beacon: Beacon,
     mut commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut sender = Sender {
+        beacon,
+        last_probe: None,
+        probed_version: 0,
+    };
     let start = Instant::now();
     let start_std = std::time::Instant::now();
     // The core works in std time; map tokio's (possibly paused) clock onto it.
@@ -68,9 +145,7 @@ pub(crate) async fn run(
         let mut sent_beat = false;
         while let Some(datagram) = core.poll_transmit() {
             sent_beat = true;
-            if let Err(e) = socket.send_to(&datagram, group).await {
-                warn!(error = %e, %group, "cannot send heartbeat");
-            }
+            sender.send(&socket, &core, &datagram).await;
         }
         if sent_beat {
             shared.set_sender_record(core.local_record(to_std(Instant::now())).to_bytes());
@@ -127,9 +202,7 @@ pub(crate) async fn run(
                 Some(Command::Shutdown(done)) => {
                     core.shutdown(to_std(Instant::now()));
                     while let Some(datagram) = core.poll_transmit() {
-                        if let Err(e) = socket.send_to(&datagram, group).await {
-                            warn!(error = %e, "cannot send shutdown announcement");
-                        }
+                        sender.send(&socket, &core, &datagram).await;
                     }
                     shared.set_membership_stats(core.stats());
                     let _ = done.send(());
@@ -145,5 +218,5 @@ pub(crate) async fn run(
 }
 
 fn far_future() -> Instant {
-    Instant::now() + std::time::Duration::from_secs(86_400)
+    Instant::now() + Duration::from_secs(86_400)
 }

@@ -30,11 +30,13 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 mod config;
+mod discovery;
 mod error;
 mod event;
 mod group;
 mod heartbeat;
 mod node;
+pub mod router;
 mod shared;
 mod transport;
 
@@ -43,6 +45,7 @@ pub use cohort_proto::group::{GroupConfig, GroupMember, HostCheck, View, ViewId}
 pub use cohort_proto::wire::tribes::SendOptions;
 pub use cohort_proto::{DisappearReason, Member, MemberId};
 pub use config::{Config, ConfigError, MulticastConfig};
+pub use discovery::{DiscoveryConfig, DnsDiscovery, DnsRecord, HostPorts, ParseHostPortsError};
 pub use error::{SendError, StartError};
 pub use event::{Event, Events, Message};
 pub use node::{Node, NodeStats, SendReport};

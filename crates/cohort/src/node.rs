@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
+use crate::discovery::{self, Candidates};
 use crate::error::{SendError, StartError};
 use crate::event::{Event, Events};
 use crate::group;
@@ -98,7 +99,12 @@ impl Node {
             alive_ms: 0,
             tcp_port: i32::from(port),
             secure_port: -1,
-            udp_port: -1,
+            // Without multicast, heartbeats arrive on our own address over UDP.
+            udp_port: if config.discovery.multicast {
+                -1
+            } else {
+                i32::from(port)
+            },
             host: config.bind,
             command: Bytes::from_static(COHORT_COMMAND),
             domain: config.domain.clone(),
@@ -120,13 +126,35 @@ impl Node {
             group_inbox_tx,
         ));
 
-        let socket = heartbeat::open_socket(&config).map_err(|source| StartError::Multicast {
-            group: config.multicast.group,
-            port: config.multicast.port,
-            interface: config.multicast_interface(),
-            source,
-        })?;
-        let group = SocketAddr::from((config.multicast.group, config.multicast.port));
+        let mut tasks = Vec::new();
+        let (socket, beacon) = if config.discovery.multicast {
+            let socket =
+                heartbeat::open_socket(&config).map_err(|source| StartError::Multicast {
+                    group: config.multicast.group,
+                    port: config.multicast.port,
+                    interface: config.multicast_interface(),
+                    source,
+                })?;
+            let group = SocketAddr::from((config.multicast.group, config.multicast.port));
+            (socket, heartbeat::Beacon::Multicast(group))
+        } else {
+            // Heartbeats arrive on our own address and port, over UDP.
+            let socket = heartbeat::open_unicast_socket(local.addr)
+                .map_err(|source| bind_error(&config, source))?;
+            let candidates = Arc::new(Candidates::default());
+            tasks.extend(discovery::start(
+                &config.discovery,
+                config.domain.clone(),
+                local.addr,
+                candidates.clone(),
+            ));
+            let beacon = heartbeat::Beacon::Unicast {
+                local: local.addr,
+                candidates,
+                probe_interval: config.discovery.probe_interval,
+            };
+            (socket, beacon)
+        };
 
         let (events_tx, events_rx) = mpsc::channel(config.event_capacity);
         let (membership_tx, membership_rx) = mpsc::unbounded_channel();
@@ -154,7 +182,7 @@ impl Node {
             record,
             std::time::Instant::now(),
         );
-        let tasks = vec![
+        tasks.extend([
             tokio::spawn(receiver::run(
                 listener,
                 shared.clone(),
@@ -174,12 +202,12 @@ impl Node {
             tokio::spawn(heartbeat::run(
                 core,
                 socket,
-                group,
+                beacon,
                 heartbeat_rx,
                 shared.clone(),
                 membership_tx,
             )),
-        ];
+        ]);
         info!(member = %local, domain = %String::from_utf8_lossy(&config.domain), "node started");
         let node = Self {
             inner: Arc::new(Inner {

@@ -8,6 +8,7 @@
 //! rather than misread.
 
 pub mod reliable;
+pub mod router;
 
 use bytes::{BufMut, Bytes};
 

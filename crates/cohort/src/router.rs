@@ -1,0 +1,171 @@
+//! The gossip router (`cohort router`): a standalone rendezvous server for discovery where
+//! multicast is unavailable, in the spirit of JGroups' GossipRouter used for discovery only.
+//!
+//! Members connect over TCP and register (cluster name + the address their heartbeats
+//! arrive on); the router sends each member of a cluster the list of all registered
+//! addresses, and again whenever it changes. A registration lasts as long as its
+//! connection. The router holds no other state, so it can be restarted at any time (members
+//! re-register by themselves) and members can use several routers at once; heartbeats
+//! never pass through it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use cohort_proto::wire::cohort::router::RouterMessage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Most connections served at once; more are refused.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// A gossip router bound to its address; [`run`](Self::run) serves it.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let router = cohort::router::Router::bind("127.0.0.1:12001".parse().unwrap()).await?;
+/// println!("router on {}", router.local_addr());
+/// router.run().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Router {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    /// Connection → (cluster, registered address).
+    registered: HashMap<u64, (Bytes, SocketAddr)>,
+    /// Connection → where to send its updates.
+    outboxes: HashMap<u64, mpsc::UnboundedSender<Bytes>>,
+}
+
+impl State {
+    /// Sends every connection of `cluster` the current list.
+    fn publish(&self, cluster: &Bytes) {
+        let mut addrs: Vec<SocketAddr> = self
+            .registered
+            .values()
+            .filter(|(c, _)| c == cluster)
+            .map(|(_, a)| *a)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        let mut out = BytesMut::new();
+        RouterMessage::Members {
+            cluster: cluster.clone(),
+            addrs,
+        }
+        .encode_framed(&mut out);
+        let out = out.freeze();
+        for (id, (c, _)) in &self.registered {
+            if c == cluster
+                && let Some(outbox) = self.outboxes.get(id)
+            {
+                let _ = outbox.send(out.clone());
+            }
+        }
+    }
+}
+
+impl Router {
+    /// Binds the router's TCP listener.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, addr })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves members until the task is dropped or aborted.
+    pub async fn run(self) {
+        info!(addr = %self.addr, "gossip router listening");
+        let state = Arc::new(Mutex::new(State::default()));
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "router accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let id = {
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.outboxes.len() >= MAX_CONNECTIONS {
+                    warn!(%peer, "router full: connection refused");
+                    continue;
+                }
+                s.next_id += 1;
+                s.next_id
+            };
+            tokio::spawn(serve(id, stream, peer, state.clone()));
+        }
+    }
+}
+
+async fn serve(id: u64, stream: TcpStream, peer: SocketAddr, state: Arc<Mutex<State>>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .outboxes
+        .insert(id, tx);
+    let (mut reader, mut writer) = stream.into_split();
+    let writer_task = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = BytesMut::with_capacity(1024);
+    'read: loop {
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        loop {
+            match RouterMessage::decode_framed(&mut buf) {
+                Ok(Some(RouterMessage::Register { cluster, addr })) => {
+                    debug!(%peer, %addr, "registered");
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let previous = s.registered.insert(id, (cluster.clone(), addr));
+                    if let Some((old, _)) = previous
+                        && old != cluster
+                    {
+                        s.publish(&old);
+                    }
+                    s.publish(&cluster);
+                }
+                Ok(Some(RouterMessage::Members { .. })) => {
+                    warn!(%peer, "closing connection: a member sent a member list");
+                    break 'read;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(%peer, error = %e, "closing connection: malformed router message");
+                    break 'read;
+                }
+            }
+        }
+    }
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    s.outboxes.remove(&id);
+    if let Some((cluster, addr)) = s.registered.remove(&id) {
+        debug!(%peer, %addr, "unregistered");
+        s.publish(&cluster);
+    }
+    drop(s);
+    writer_task.abort();
+}
