@@ -96,7 +96,9 @@ impl Sender {
             } => {
                 let mut targets: BTreeSet<SocketAddr> = core
                     .members()
-                    .map(|m| SocketAddr::new(m.addr.ip(), m.udp_port.unwrap_or(m.addr.port())))
+                    .map(|m| {
+                        SocketAddr::new(m.addr.ip(), m.udp_port.unwrap_or_else(|| m.addr.port()))
+                    })
                     .collect();
                 let (version, all) = candidates.snapshot();
                 let now = Instant::now();

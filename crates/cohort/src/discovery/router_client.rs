@@ -66,7 +66,7 @@ async fn session(
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
         {
             if let RouterMessage::Members { cluster: c, addrs } = message
-                && &c == cluster
+                && c == *cluster
             {
                 let addrs: BTreeSet<SocketAddr> =
                     addrs.into_iter().filter(|a| *a != local).collect();
