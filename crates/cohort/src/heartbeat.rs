@@ -200,6 +200,11 @@ pub(crate) async fn run(
             () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 core.handle_timeout(to_std(Instant::now()));
             }
+            () = candidates_changed(&sender.beacon) => {
+                // New addresses to look for members at: tell them about us now.
+                let record = core.local_record(to_std(Instant::now())).to_bytes();
+                sender.send(&socket, &core, &record).await;
+            }
             command = commands.recv() => match command {
                 Some(Command::Shutdown(done)) => {
                     core.shutdown(to_std(Instant::now()));
@@ -216,6 +221,14 @@ pub(crate) async fn run(
                 None => return,
             },
         }
+    }
+}
+
+/// Resolves when discovery names new candidate addresses (never with multicast).
+async fn candidates_changed(beacon: &Beacon) {
+    match beacon {
+        Beacon::Unicast { candidates, .. } => candidates.changed.notified().await,
+        Beacon::Multicast(_) => std::future::pending().await,
     }
 }
 

@@ -87,12 +87,19 @@ impl Router {
         self.addr
     }
 
-    /// Serves members until the task is dropped or aborted.
+    /// Serves members until the future is dropped (or its task aborted), which closes every
+    /// member connection.
     pub async fn run(self) {
         info!(addr = %self.addr, "gossip router listening");
         let state = Arc::new(Mutex::new(State::default()));
+        // Owned here, so stopping the router (dropping this future) closes every connection.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let (stream, peer) = match self.listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     warn!(error = %e, "router accept failed");
@@ -109,7 +116,7 @@ impl Router {
                 s.next_id += 1;
                 s.next_id
             };
-            tokio::spawn(serve(id, stream, peer, state.clone()));
+            connections.spawn(serve(id, stream, peer, state.clone()));
         }
     }
 }

@@ -63,6 +63,9 @@ impl Default for DiscoveryConfig {
 pub(crate) struct Candidates {
     by_source: Mutex<HashMap<String, BTreeSet<SocketAddr>>>,
     version: std::sync::atomic::AtomicU64,
+    /// Woken when the set changes, so new candidates hear from us at once rather than at
+    /// the next heartbeat.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 impl Candidates {
@@ -73,6 +76,7 @@ impl Candidates {
             map.insert(source.to_owned(), addrs);
             self.version
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.changed.notify_one();
         }
     }
 
