@@ -15,7 +15,7 @@ use cohort::router::Router;
 use cohort::{Config, DiscoveryConfig, HostPorts, MemberId, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 fn unicast(port: u16, domain: &str, discovery: DiscoveryConfig) -> Config {
     Config {
