@@ -68,7 +68,7 @@ pub use config::{ConfigError, ReliableConfig};
 
 use bundle::Bundler;
 use recv::{Received, RecvWindow};
-use send::{SendBuffer, Sent, cost};
+use send::{SendBuffer, Sent};
 
 use crate::group::View;
 use crate::membership::MemberId;
@@ -434,12 +434,14 @@ impl Reliable {
                 };
                 (payload.slice(i * frag..end), Some(fragment))
             };
-            let len = wire::data_record_len(piece.len(), fragment.is_some());
-            let buf = self
-                .bundler
-                .buffer(Destination::Group, len, now, &mut self.transmits);
-            let seqno = self.mcast_out.next_seqno();
-            wire::encode_data(buf, false, seqno, opts.oob, fragment, &piece);
+            if !self.others.is_empty() {
+                let len = wire::data_record_len(piece.len(), fragment.is_some());
+                let buf = self
+                    .bundler
+                    .buffer(Destination::Group, len, now, &mut self.transmits);
+                let seqno = self.mcast_out.next_seqno();
+                wire::encode_data(buf, false, seqno, opts.oob, fragment, &piece);
+            }
             self.mcast_out.push(Sent {
                 payload: piece,
                 oob: opts.oob,
@@ -512,17 +514,18 @@ impl Reliable {
 
     /// Credit cost of `payload` with its fragments, or `TooLarge`.
     fn check_size(&self, payload: &Bytes) -> Result<usize, SendError> {
-        if payload.len() > self.config.max_message_size {
+        self.check_size_len(payload.len())
+    }
+
+    fn check_size_len(&self, len: usize) -> Result<usize, SendError> {
+        if len > self.config.max_message_size {
             return Err(SendError::TooLarge {
-                len: payload.len(),
+                len,
                 max: self.config.max_message_size,
             });
         }
-        let count = payload
-            .len()
-            .div_ceil(self.config.fragment_payload())
-            .max(1);
-        Ok(payload.len() + count * send::MESSAGE_COST)
+        let count = len.div_ceil(self.config.fragment_payload()).max(1);
+        Ok(len + count * send::MESSAGE_COST)
     }
 
     /// Closes every open datagram now, so `poll_transmit` hands them out. Call it at the
@@ -798,6 +801,9 @@ impl Reliable {
             if member != self.local {
                 continue;
             }
+            // Confirm in the next round, so the sender stops announcing the start.
+            self.gossip_dirty = true;
+            self.schedule_stable(now);
             if let Some(peer) = self.peers.get_mut(&from)
                 && peer.mcast_in.is_none()
             {
@@ -1158,12 +1164,28 @@ impl Reliable {
     /// True if a multicast of `len` bytes would be accepted now.
     pub fn can_multicast(&self, len: usize) -> bool {
         self.view.is_some()
-            && len <= self.config.max_message_size
-            && self.mcast_out.has_room(
-                cost(len),
-                self.config.credit_window,
-                self.config.max_retransmit_buffer,
-            )
+            && self.check_size_len(len).is_ok_and(|cost| {
+                self.mcast_out.has_room(
+                    cost,
+                    self.config.credit_window,
+                    self.config.max_retransmit_buffer,
+                )
+            })
+    }
+
+    /// True if a unicast of `len` bytes to `to` would be accepted now.
+    pub fn can_unicast(&self, to: MemberId, len: usize) -> bool {
+        let Some(peer) = self.peers.get(&to) else {
+            return false;
+        };
+        self.view.is_some()
+            && self.check_size_len(len).is_ok_and(|cost| {
+                peer.uni_out.has_room(
+                    cost,
+                    self.config.credit_window,
+                    self.config.max_retransmit_buffer,
+                )
+            })
     }
 }
 

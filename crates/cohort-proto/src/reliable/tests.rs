@@ -338,7 +338,7 @@ fn lossy_group_with_joins_and_leaves() {
                 for &m in &members {
                     let n = &net.nodes[m];
                     assert!(
-                        n.r.multicast_buffer_bytes() <= config.credit_window.max(cost(3018) + 32),
+                        n.r.multicast_buffer_bytes() <= config.credit_window,
                         "multicast retransmit buffer over its bound: {}",
                         n.r.multicast_buffer_bytes()
                     );
@@ -410,6 +410,9 @@ fn lossy_group_with_joins_and_leaves() {
                 s.retransmit_buffer_bytes, 0,
                 "not everything acknowledged: {s:?}"
             );
+            // Once everything is acknowledged the group falls silent: no timer is left.
+            let r = &net.nodes[m].r;
+            assert_eq!(r.poll_timeout(), None, "{}", r.debug_state());
         }
     });
 }
@@ -916,4 +919,133 @@ fn a_late_joiner_starts_at_the_right_seqno() {
             &members,
         );
     });
+}
+
+/// The API's refusals and the errors of bad datagrams, each counted.
+#[test]
+fn refusals_and_bad_datagrams() {
+    let now = Instant::now();
+    let (a, b, c) = (MemberId([1; 16]), MemberId([2; 16]), MemberId([3; 16]));
+    let mut r = Reliable::new(ReliableConfig::default(), a, now);
+    assert_eq!(
+        r.multicast(Bytes::from_static(b"x"), SendOpts::default(), now),
+        Err(SendError::NotInView)
+    );
+    assert!(
+        ReliableConfig {
+            max_datagram_size: 1,
+            ..ReliableConfig::default()
+        }
+        .validate()
+        .is_err()
+    );
+    let member = |id| GroupMember {
+        id,
+        addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+    };
+    // Alone: own multicasts are delivered locally and nothing goes out.
+    let alone = View {
+        id: ViewId {
+            seq: 1,
+            coordinator: a,
+        },
+        members: vec![member(a)],
+    };
+    r.install_view(&alone, now);
+    r.multicast(Bytes::from_static(b"self"), SendOpts::OOB, now)
+        .unwrap();
+    r.flush(now);
+    assert_eq!(r.poll_transmit(), None);
+    let d = r.poll_delivery().unwrap();
+    assert_eq!(
+        (d.from, &d.payload[..], d.oob, d.unicast),
+        (a, &b"self"[..], true, false)
+    );
+    assert!(r.can_multicast(100));
+    assert!(!r.can_multicast((16 << 20) + 1));
+    assert!(matches!(
+        r.multicast(
+            Bytes::from(vec![0; (16 << 20) + 1]),
+            SendOpts::default(),
+            now
+        ),
+        Err(SendError::TooLarge { .. })
+    ));
+    assert_eq!(
+        r.unicast(b, Bytes::new(), SendOpts::default(), now),
+        Err(SendError::UnknownMember(b))
+    );
+    assert!(!r.can_unicast(b, 1));
+
+    let pair = View {
+        id: ViewId {
+            seq: 2,
+            coordinator: a,
+        },
+        members: vec![member(a), member(b)],
+    };
+    r.install_view(&pair, now);
+    assert_eq!(r.members(), &[b]);
+    assert!(r.can_unicast(b, 1));
+    // A datagram from b, as b would make it.
+    let mut from_b = Reliable::new(ReliableConfig::default(), b, now);
+    from_b.install_view(&pair, now);
+    from_b
+        .unicast(a, Bytes::from_static(b"hi"), SendOpts::default(), now)
+        .unwrap();
+    from_b.flush(now);
+    let t = from_b.poll_transmit().unwrap();
+    assert_eq!(t.to, Destination::Member(a));
+    assert_eq!(Reliable::datagram_sender(&t.datagram), Some(b));
+    assert!(matches!(
+        r.handle_datagram(c, t.datagram.clone(), now),
+        Err(DatagramError::SenderMismatch { .. })
+    ));
+    let mut for_c = Reliable::new(ReliableConfig::default(), c, now);
+    assert!(matches!(
+        for_c.handle_datagram(b, t.datagram.clone(), now),
+        Err(DatagramError::NotForMe(id)) if id == a
+    ));
+    assert!(matches!(
+        r.handle_datagram(b, t.datagram.slice(..t.datagram.len() - 1), now),
+        Err(DatagramError::Decode(_))
+    ));
+    assert!(
+        r.handle_datagram(b, Bytes::from_static(b"TRIBES-B"), now)
+            .is_err()
+    );
+    assert_eq!(r.stats().malformed, 3);
+    r.handle_datagram(b, t.datagram, now).unwrap();
+    let d = r.poll_delivery().unwrap();
+    assert_eq!((d.from, &d.payload[..], d.unicast), (b, &b"hi"[..], true));
+    assert_eq!(r.stats().delivered, 1);
+    // Removed from the view: everything stops.
+    r.install_view(&alone_without(a, b), now);
+    assert_eq!(
+        r.multicast(Bytes::new(), SendOpts::default(), now),
+        Err(SendError::NotInView)
+    );
+}
+
+fn alone_without(_removed: MemberId, other: MemberId) -> View {
+    View {
+        id: ViewId {
+            seq: 3,
+            coordinator: other,
+        },
+        members: vec![GroupMember {
+            id: other,
+            addr: SocketAddr::from(([127, 0, 0, 1], 2)),
+        }],
+    }
+}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Reliable>();
+    check::<SendError>();
+    check::<DatagramError>();
+    check::<Transmit>();
+    check::<Delivery>();
 }
