@@ -263,7 +263,17 @@ struct SentRecord {
 /// once, in per-sender order; buffers stay within their bounds.
 #[test]
 fn lossy_group_with_joins_and_leaves() {
-    for_seeds(1, 6, |seed| {
+    for_seeds(1, 6, |seed| run_lossy_group(seed, 3, 5));
+}
+
+/// The same with five members to start with and more view changes.
+#[test]
+fn larger_lossy_group() {
+    for_seeds(50, 2, |seed| run_lossy_group(seed, 5, 8));
+}
+
+fn run_lossy_group(seed: u64, initial: usize, phases: usize) {
+    {
         let config = ReliableConfig {
             credit_window: 64 << 10,
             ack_threshold: 16 << 10,
@@ -280,7 +290,7 @@ fn lossy_group_with_joins_and_leaves() {
             ..ReliableConfig::default()
         };
         let mut net = Net::new(seed, 0.2, 0.1, ms(8));
-        let mut members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        let mut members: Vec<usize> = (0..initial).map(|_| net.add_node(&config)).collect();
         let mut view_seq = 1;
         let v = net.view(view_seq, &members);
         for &m in &members {
@@ -288,7 +298,6 @@ fn lossy_group_with_joins_and_leaves() {
         }
         let mut sent: Vec<SentRecord> = Vec::new();
         // Each phase: send for a while, then change the view.
-        let phases = 5;
         for phase in 0..phases {
             let phase_end = net.now + ms(150);
             while net.now < phase_end {
@@ -414,7 +423,7 @@ fn lossy_group_with_joins_and_leaves() {
             let r = &net.nodes[m].r;
             assert_eq!(r.poll_timeout(), None, "{}", r.debug_state());
         }
-    });
+    }
 }
 
 /// The invariants: per-sender order without duplicates; nothing delivered from a view the
