@@ -48,6 +48,49 @@
 //! of [`Reliable::members`]: the core does not know addresses, so fan-out is the
 //! runtime's job. Datagrams a runtime receives from itself (multicast loopback) are
 //! ignored.
+//!
+//! # Example
+//!
+//! Two members in memory; the "network" hands each datagram to the other member.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use std::time::Instant;
+//!
+//! use bytes::Bytes;
+//! use cohort_proto::MemberId;
+//! use cohort_proto::group::{GroupMember, View, ViewId};
+//! use cohort_proto::reliable::{Destination, Reliable, ReliableConfig, SendOpts};
+//!
+//! let now = Instant::now();
+//! let (a, b) = (MemberId([1; 16]), MemberId([2; 16]));
+//! let member = |id| GroupMember { id, addr: SocketAddr::from(([127, 0, 0, 1], 7000)) };
+//! let view = View { id: ViewId { seq: 1, coordinator: a }, members: vec![member(a), member(b)] };
+//! let mut alice = Reliable::new(ReliableConfig::default(), a, now);
+//! let mut bob = Reliable::new(ReliableConfig::default(), b, now);
+//! alice.install_view(&view, now);
+//! bob.install_view(&view, now);
+//!
+//! alice.multicast(Bytes::from_static(b"hello"), SendOpts::default(), now).unwrap();
+//! alice.flush(now); // end of the burst: close the datagram
+//! while let Some(t) = alice.poll_transmit() {
+//!     assert_eq!(t.to, Destination::Group); // multicast, or one copy per member of members()
+//!     bob.handle_datagram(a, t.datagram, now).unwrap();
+//! }
+//! let d = bob.poll_delivery().unwrap();
+//! assert_eq!((d.from, &d.payload[..]), (a, &b"hello"[..]));
+//! // Alice delivers her own multicast too (deliver_own), and keeps it until Bob's
+//! // acknowledgement comes back with his next stability gossip:
+//! assert_eq!(&alice.poll_delivery().unwrap().payload[..], b"hello");
+//! assert!(alice.stats().retransmit_buffer_messages > 0);
+//! let later = now + bob.config().stable_interval;
+//! assert!(bob.poll_timeout().is_some_and(|t| t <= later));
+//! bob.handle_timeout(later);
+//! while let Some(t) = bob.poll_transmit() {
+//!     alice.handle_datagram(b, t.datagram, later).unwrap();
+//! }
+//! assert_eq!(alice.stats().retransmit_buffer_messages, 0);
+//! ```
 
 mod bundle;
 mod config;
@@ -57,6 +100,7 @@ mod send;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -215,6 +259,28 @@ pub struct ReliableStats {
     pub waiting_for_credit: usize,
 }
 
+/// Hashes member ids by folding their bytes: ids are random (and only view members are
+/// keys), so this is as good as SipHash here and much cheaper on the per-message path.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+type IdMap<V> = HashMap<MemberId, V, BuildHasherDefault<IdHasher>>;
+
 /// What this member knows about another member of the view.
 #[derive(Debug)]
 struct Peer {
@@ -245,7 +311,7 @@ pub struct Reliable {
     view: Option<View>,
     /// The other members of the view, in view order.
     others: Vec<MemberId>,
-    peers: HashMap<MemberId, Peer>,
+    peers: IdMap<Peer>,
     mcast_out: SendBuffer,
     /// The first seqno of the local multicasts in the current view.
     view_start: u64,
@@ -293,7 +359,7 @@ impl Reliable {
             local,
             view: None,
             others: Vec::new(),
-            peers: HashMap::new(),
+            peers: IdMap::default(),
             mcast_out: SendBuffer::new(),
             view_start: 1,
             max_span,

@@ -539,4 +539,61 @@ mod tests {
         assert_eq!(h.w.next(), 7);
         assert_eq!(h.w.len(), 0);
     }
+
+    proptest::proptest! {
+        /// Whatever the order and duplication of arrivals, and whichever messages are
+        /// fragmented or out of band, every message is delivered exactly once, the ordered
+        /// ones in seqno order, and the window ends empty.
+        #[test]
+        fn any_arrival_order_delivers_each_message_once(
+            shape in proptest::collection::vec((1u32..4, proptest::bool::ANY), 1..30),
+            order_seed in proptest::num::u64::ANY,
+            retain in proptest::bool::ANY,
+        ) {
+            use rand::{Rng, SeedableRng};
+            // Lay the messages out as seqnos: message k has `count` fragments.
+            let mut records = Vec::new();
+            let mut seqno = 1;
+            for (k, (count, oob)) in shape.iter().enumerate() {
+                for i in 0..*count {
+                    records.push(DataRecord {
+                        seqno,
+                        oob: *oob,
+                        fragment: (*count > 1).then_some(Fragment { index: i, count: *count }),
+                        payload: Bytes::from(vec![k as u8; 1 + i as usize]),
+                    });
+                    seqno += 1;
+                }
+            }
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(order_seed);
+            let mut arrivals = records.clone();
+            for _ in 0..records.len() / 2 {
+                arrivals.push(records[rng.random_range(0..records.len())].clone());
+            }
+            for i in (1..arrivals.len()).rev() {
+                arrivals.swap(i, rng.random_range(0..=i));
+            }
+            let mut h = Harness::new(retain);
+            for r in arrivals {
+                h.rx(r);
+            }
+            let mut got: Vec<(u8, usize, bool)> =
+                h.got.iter().map(|(p, oob)| (p[0], p.len(), *oob)).collect();
+            let ordered: Vec<u8> = got.iter().filter(|g| !g.2).map(|g| g.0).collect();
+            proptest::prop_assert!(ordered.windows(2).all(|w| w[0] < w[1]));
+            got.sort();
+            let expected: Vec<(u8, usize, bool)> = shape
+                .iter()
+                .enumerate()
+                .map(|(k, (count, oob))| (k as u8, (1..=*count as usize).sum::<usize>(), *oob))
+                .collect();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert_eq!(h.w.next(), seqno);
+            proptest::prop_assert!(!h.w.has_gaps());
+            if !retain {
+                proptest::prop_assert_eq!(h.w.len(), 0);
+                proptest::prop_assert_eq!(h.w.bytes(), 0);
+            }
+        }
+    }
 }
