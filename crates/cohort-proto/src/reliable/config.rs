@@ -56,8 +56,9 @@ pub struct ReliableConfig {
     /// own highest seqno while anything is unacknowledged. It also finds lost last
     /// messages, so it bounds the recovery time of a tail loss.
     pub stable_interval: Duration,
-    /// How long a datagram may stay open for more messages before it is due
-    /// ([`Reliable::flush`](super::Reliable::flush) closes them all at once).
+    /// How long a datagram may stay open for more messages before it is due. Zero (the
+    /// default) closes datagrams at the end of every `handle_*` call, and a send burst's
+    /// datagram at [`Reliable::flush`](super::Reliable::flush) or the next timeout.
     pub bundle_linger: Duration,
     /// Deliver the local member's own multicasts to itself, like JGroups does.
     pub deliver_own: bool,

@@ -37,8 +37,10 @@
 //!    for every datagram received, [`Reliable::handle_timeout`] when the deadline from
 //!    [`Reliable::poll_timeout`] passes (early or spurious calls are harmless).
 //! 2. Commands: [`Reliable::multicast`], [`Reliable::unicast`], and [`Reliable::flush`] at
-//!    the end of a burst of sends (it closes the open datagrams, which are otherwise due
-//!    after [`bundle_linger`](ReliableConfig::bundle_linger)).
+//!    the end of a burst of sends. Sends fill open datagrams (one per destination); `flush`
+//!    closes them. Datagrams also close when full, and at the end of any `handle_*` call
+//!    once they are older than [`bundle_linger`](ReliableConfig::bundle_linger) (default
+//!    zero: at once), so `poll_timeout` reports an open datagram as due.
 //! 3. Outputs, after every input or command: drain [`Reliable::poll_transmit`] (send each
 //!    datagram), [`Reliable::poll_delivery`], [`Reliable::poll_event`], then re-arm the
 //!    timer from [`Reliable::poll_timeout`].
@@ -624,6 +626,7 @@ impl Reliable {
             self.schedule_stable(now);
             self.send_due_acks(now);
         }
+        self.close_due_datagrams(now);
         result
     }
 
@@ -971,6 +974,13 @@ impl Reliable {
             self.next_stable = None;
             self.stable_round(now);
         }
+        self.close_due_datagrams(now);
+    }
+
+    /// Closes the datagrams that lingered long enough (with the default zero linger: all
+    /// of them), so answers to a datagram (acknowledgements, retransmissions) are ready
+    /// in `poll_transmit` as soon as `handle_datagram` returns.
+    fn close_due_datagrams(&mut self, now: Instant) {
         self.bundler.close(
             now.checked_sub(self.config.bundle_linger),
             &mut self.transmits,
