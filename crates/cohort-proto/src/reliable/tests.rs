@@ -1058,3 +1058,65 @@ fn public_types_are_send_and_sync() {
     check::<Transmit>();
     check::<Delivery>();
 }
+
+/// A receiver paused for 5 s (it processes nothing, and everything sent to it meanwhile is
+/// lost, like a full socket buffer) catches up afterwards without loss; meanwhile the
+/// sender is held back by credit, not by memory.
+#[test]
+fn a_paused_receiver_catches_up() {
+    for_seeds(600, 2, |seed| {
+        let config = ReliableConfig {
+            credit_window: 64 << 10,
+            ack_threshold: 16 << 10,
+            max_retransmit_buffer: 128 << 10,
+            max_message_size: 64 << 10,
+            ..ReliableConfig::lan()
+        };
+        let mut net = Net::new(seed, 0.01, 0.0, ms(1));
+        let members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        let (sender, paused) = (members[0], members[2]);
+        let mut sent = Vec::new();
+        let mut refused = 0;
+        let pause_at = net.now + ms(100);
+        let resume_at = pause_at + Duration::from_secs(5);
+        let stop_at = resume_at + ms(500);
+        while net.now < stop_at {
+            if net.now >= pause_at && net.now < resume_at {
+                net.nodes[paused].alive = false;
+            } else {
+                net.nodes[paused].alive = true;
+            }
+            let counter = net.nodes[sender].sent;
+            let now = net.now;
+            match net.nodes[sender].r.multicast(
+                message(sender, counter, false, false, 1000),
+                SendOpts::default(),
+                now,
+            ) {
+                Ok(()) => {
+                    net.nodes[sender].sent += 1;
+                    sent.push(SentRecord {
+                        sender,
+                        counter,
+                        view_seq: 1,
+                        oob: false,
+                        to: None,
+                    });
+                }
+                Err(SendError::NoCredit) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+            net.nodes[sender].r.flush(now);
+            let next = net.now + ms(1);
+            net.run_until(next);
+            assert!(net.nodes[sender].r.multicast_buffer_bytes() <= config.credit_window);
+        }
+        assert!(refused > 4000, "the sender was not held back: {refused}");
+        let end = net.now + Duration::from_secs(10);
+        net.run_until(end);
+        check_small(&net, &sent, &members);
+        assert!(sent.len() > 500, "sent {}", sent.len());
+        assert_eq!(net.nodes[sender].r.multicast_buffer_bytes(), 0);
+    });
+}
