@@ -1082,11 +1082,7 @@ fn a_paused_receiver_catches_up() {
         let resume_at = pause_at + Duration::from_secs(5);
         let stop_at = resume_at + ms(500);
         while net.now < stop_at {
-            if net.now >= pause_at && net.now < resume_at {
-                net.nodes[paused].alive = false;
-            } else {
-                net.nodes[paused].alive = true;
-            }
+            net.nodes[paused].alive = !(pause_at..resume_at).contains(&net.now);
             let counter = net.nodes[sender].sent;
             let now = net.now;
             match net.nodes[sender].r.multicast(
