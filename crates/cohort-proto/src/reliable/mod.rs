@@ -471,11 +471,15 @@ impl Reliable {
             return Err(SendError::NotInView);
         }
         let total = self.check_size(&payload)?;
-        if !self.mcast_out.has_room(
-            total,
-            self.config.credit_window,
-            self.config.max_retransmit_buffer,
-        ) {
+        // Own multicasts are delivered locally too: a local application that does not
+        // drain its deliveries holds its own sends back like any slow receiver.
+        if self.own_queue_full()
+            || !self.mcast_out.has_room(
+                total,
+                self.config.credit_window,
+                self.config.max_retransmit_buffer,
+            )
+        {
             self.stats.no_credit += 1;
             self.mcast_out.blocked = true;
             return Err(SendError::NoCredit);
@@ -901,6 +905,11 @@ impl Reliable {
         }
     }
 
+    /// Own multicasts are delivered locally and the local delivery queue is over its bound.
+    fn own_queue_full(&self) -> bool {
+        self.config.deliver_own && self.delivery_queue_bytes > self.config.max_delivery_queue
+    }
+
     /// Purges the local multicasts every member consumed and reports returning credit.
     fn update_stability(&mut self) {
         let stable = self
@@ -910,7 +919,10 @@ impl Reliable {
             .min()
             .unwrap_or(u64::MAX);
         self.mcast_out.purge_through(stable);
-        if self.mcast_out.blocked && self.mcast_out.bytes() < self.config.credit_window {
+        if self.mcast_out.blocked
+            && self.mcast_out.bytes() < self.config.credit_window
+            && !self.own_queue_full()
+        {
             self.mcast_out.blocked = false;
             self.events.push_back(ReliableEvent::CreditAvailable {
                 to: Destination::Group,
@@ -1188,6 +1200,7 @@ impl Reliable {
             self.send_due_acks(now);
             self.gossip_dirty = true;
             self.next_stable = Some(now);
+            self.update_stability();
         }
         Some(d)
     }
@@ -1240,6 +1253,7 @@ impl Reliable {
     /// True if a multicast of `len` bytes would be accepted now.
     pub fn can_multicast(&self, len: usize) -> bool {
         self.view.is_some()
+            && !self.own_queue_full()
             && self.check_size_len(len).is_ok_and(|cost| {
                 self.mcast_out.has_room(
                     cost,

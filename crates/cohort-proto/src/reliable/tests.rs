@@ -971,6 +971,28 @@ fn refusals_and_bad_datagrams() {
         (a, &b"self"[..], true, false)
     );
     assert!(r.can_multicast(100));
+    // A local application that does not drain its own deliveries is held back too.
+    let mut queued = 0;
+    while r
+        .multicast(Bytes::from(vec![0; 1000]), SendOpts::default(), now)
+        .is_ok()
+    {
+        queued += 1;
+        assert!(queued < 10_000, "never refused");
+    }
+    assert!(!r.can_multicast(1));
+    assert_eq!(r.poll_event(), None);
+    for _ in 0..queued {
+        r.poll_delivery().unwrap();
+    }
+    assert_eq!(r.poll_delivery(), None);
+    assert_eq!(
+        r.poll_event(),
+        Some(ReliableEvent::CreditAvailable {
+            to: Destination::Group
+        })
+    );
+    assert!(r.can_multicast(100));
     assert!(!r.can_multicast((16 << 20) + 1));
     assert!(matches!(
         r.multicast(
