@@ -1118,25 +1118,35 @@ impl Reliable {
                 .values()
                 .any(|p| p.mcast_in.as_ref().is_some_and(|w| w.bytes() > 0));
         let acks_wanted = own_pending || retaining;
-        if !self.others.is_empty() && (self.gossip_dirty || acks_wanted || !joiners.is_empty()) {
-            entries.truncate(MAX_STABLE_ENTRIES);
-            joiners.truncate(MAX_STABLE_ENTRIES);
-            let buf = self.bundler.buffer(
-                Destination::Group,
-                wire::stable_record_len(entries.len(), joiners.len()),
-                now,
-                &mut self.transmits,
-            );
-            wire::encode_stable(
-                buf,
-                acks_wanted,
-                self.mcast_out.highest_sent(),
-                &entries,
-                &joiners,
-            );
+        let joiners_pending = !joiners.is_empty();
+        if !self.others.is_empty() && (self.gossip_dirty || acks_wanted || joiners_pending) {
+            // One record per datagram's worth of entries, so any group size fits.
+            let per_record = ((self.config.max_datagram_size
+                - wire::HEADER_LEN
+                - wire::stable_record_len(0, 0))
+                / 24)
+                .min(MAX_STABLE_ENTRIES);
+            let mut entries = entries.as_slice();
+            let mut joiners = joiners.as_slice();
+            loop {
+                let (e, rest) = entries.split_at(entries.len().min(per_record));
+                entries = rest;
+                let (j, rest) = joiners.split_at(joiners.len().min(per_record - e.len()));
+                joiners = rest;
+                let buf = self.bundler.buffer(
+                    Destination::Group,
+                    wire::stable_record_len(e.len(), j.len()),
+                    now,
+                    &mut self.transmits,
+                );
+                wire::encode_stable(buf, acks_wanted, self.mcast_out.highest_sent(), e, j);
+                if entries.is_empty() && joiners.is_empty() {
+                    break;
+                }
+            }
             self.gossip_dirty = false;
         }
-        busy |= acks_wanted || !joiners.is_empty();
+        busy |= acks_wanted || joiners_pending;
         if busy {
             self.next_stable = Some(now + self.config.stable_interval);
         }

@@ -1138,3 +1138,32 @@ fn a_paused_receiver_catches_up() {
         assert_eq!(net.nodes[sender].r.multicast_buffer_bytes(), 0);
     });
 }
+
+/// A group larger than one datagram's worth of stability entries: gossip is split over
+/// several records, every datagram stays within the size limit, and stability completes.
+#[test]
+fn gossip_of_a_large_group_fits_small_datagrams() {
+    for_seeds(700, 1, |seed| {
+        let config = ReliableConfig {
+            max_datagram_size: 300,
+            max_message_size: 64 << 10,
+            max_retransmit_buffer: 4 << 20,
+            stable_interval: ms(10),
+            ..ReliableConfig::lan()
+        };
+        let mut net = Net::new(seed, 0.05, 0.0, ms(1));
+        let members: Vec<usize> = (0..12).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        let mut sent = Vec::new();
+        send_some(&mut net, 0, 10, &mut sent);
+        send_some(&mut net, 11, 10, &mut sent);
+        let end = net.now + Duration::from_secs(5);
+        net.run_until(end);
+        check_small(&net, &sent, &members);
+        for &m in &members {
+            let r = &net.nodes[m].r;
+            assert_eq!(r.stats().retransmit_buffer_bytes, 0, "{}", r.debug_state());
+            assert_eq!(r.poll_timeout(), None);
+        }
+    });
+}
