@@ -1,6 +1,6 @@
 //! The datagram format of reliable multicast and unicast (SPEC §5), version 1.
 //!
-//! A datagram is a cohort [`Envelope`](super::Envelope) with [`Protocol::Reliable`], a fixed
+//! A datagram is a cohort [`Envelope`] with [`Protocol::Reliable`], a fixed
 //! [`DatagramHeader`] and then records one after another until the datagram ends, so one
 //! datagram bundles many small messages and control records. All integers are big-endian.
 //!

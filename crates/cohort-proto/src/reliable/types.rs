@@ -1,0 +1,144 @@
+//! The public values the core takes and hands out: destinations, datagrams, deliveries,
+//! send options, errors, events and statistics.
+
+use bytes::Bytes;
+
+use crate::membership::MemberId;
+use crate::wire::DecodeError;
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// Every other member of the current view (multicast, or unicast fan-out).
+    Group,
+    /// One member.
+    Member(MemberId),
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Transmit {
+    /// Where it goes.
+    pub to: Destination,
+    /// The bytes, at most [`max_datagram_size`](super::ReliableConfig::max_datagram_size).
+    pub datagram: Bytes,
+}
+
+/// A message delivered to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The member that sent it.
+    pub from: MemberId,
+    /// The message (a slice of the received datagram unless it was fragmented).
+    pub payload: Bytes,
+    /// Out-of-band: delivered when it arrived, possibly before earlier messages of `from`.
+    pub oob: bool,
+    /// Sent with [`Reliable::unicast`](super::Reliable::unicast) (to this member only) rather than multicast.
+    pub unicast: bool,
+}
+
+/// Options of one send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOpts {
+    /// Out-of-band: reliable, but delivered as soon as it arrives rather than in order.
+    pub oob: bool,
+}
+
+impl SendOpts {
+    /// Options for an out-of-band message.
+    pub const OOB: Self = Self { oob: true };
+}
+
+/// Why a send was refused. Nothing was sent and nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The flow-control window (or retransmit buffer bound) is full: try again after
+    /// [`ReliableEvent::CreditAvailable`] for this destination.
+    #[error("no credit: receivers have not consumed enough of what was sent")]
+    NoCredit,
+    /// The message is larger than [`max_message_size`](super::ReliableConfig::max_message_size).
+    #[error("message of {len} bytes exceeds the maximum {max}")]
+    TooLarge {
+        /// The message's size.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The local member is not in a view (none installed yet, or it was removed).
+    #[error("the local member is not in a view")]
+    NotInView,
+    /// The destination of a unicast is not a member of the current view.
+    #[error("{0} is not a member of the current view")]
+    UnknownMember(MemberId),
+}
+
+/// Why a received datagram was dropped. It is counted in [`ReliableStats::malformed`];
+/// nothing else changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatagramError {
+    /// The bytes are not a valid reliable datagram (records before the bad one were
+    /// processed).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The header names another sender than the one the runtime received it from.
+    #[error("datagram claims sender {claimed}, received from {from}")]
+    SenderMismatch {
+        /// The member the runtime attributes the datagram to.
+        from: MemberId,
+        /// The sender in the header.
+        claimed: MemberId,
+    },
+    /// A unicast datagram addressed to another member (for example an earlier
+    /// incarnation of this process).
+    #[error("datagram addressed to {0}")]
+    NotForMe(MemberId),
+}
+
+/// Something the application may want to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReliableEvent {
+    /// A send to `to` was refused with [`SendError::NoCredit`] and credit has returned.
+    /// Reported once per refusal streak.
+    CreditAvailable {
+        /// [`Destination::Group`] for multicasts, else the unicast destination.
+        to: Destination,
+    },
+}
+
+/// Counters and gauges, for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReliableStats {
+    /// Messages delivered to the application (fragmented ones once).
+    pub delivered: u64,
+    /// Messages (or fragments) sent the first time.
+    pub sent: u64,
+    /// Datagrams handed out by `poll_transmit`.
+    pub datagrams_sent: u64,
+    /// Datagrams taken in by `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Ranges asked for in NAKs sent.
+    pub naks_sent: u64,
+    /// Ranges asked for in NAKs received.
+    pub naks_received: u64,
+    /// Messages retransmitted.
+    pub retransmitted: u64,
+    /// Messages received again after they were received or delivered.
+    pub duplicates: u64,
+    /// Datagrams dropped as malformed, misaddressed or forged.
+    pub malformed: u64,
+    /// Data from members not in the view, or too far ahead of the window.
+    pub dropped: u64,
+    /// Sends refused for lack of credit.
+    pub no_credit: u64,
+    /// Bytes (credit cost) in the local retransmit buffers (own multicasts and unicasts).
+    pub retransmit_buffer_bytes: usize,
+    /// Messages in the local retransmit buffers.
+    pub retransmit_buffer_messages: usize,
+    /// Payload bytes held by receive windows (out of order, or kept until stable).
+    pub receive_buffer_bytes: usize,
+    /// Payload bytes of deliveries waiting for `poll_delivery`.
+    pub delivery_queue_bytes: usize,
+    /// Outgoing streams currently refused for lack of credit.
+    pub waiting_for_credit: usize,
+}
