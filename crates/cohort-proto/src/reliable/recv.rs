@@ -595,5 +595,37 @@ mod tests {
                 proptest::prop_assert_eq!(h.w.bytes(), 0);
             }
         }
+
+        /// Forged or inconsistent input (fragments that disagree, out-of-band flags that
+        /// change, anything the decoder accepts) never panics and keeps the count of held
+        /// bytes (what bounds memory) exact.
+        #[test]
+        fn arbitrary_records_never_panic(
+            records in proptest::collection::vec(
+                (1u64..40, proptest::bool::ANY, proptest::option::of((0u32..5, 1u32..5)), 0usize..4),
+                0..80,
+            ),
+            retain in proptest::bool::ANY,
+        ) {
+            let mut h = Harness::new(retain);
+            for (seqno, oob, frag, len) in records {
+                let fragment = frag
+                    .map(|(i, c)| Fragment { index: i % c, count: c })
+                    .filter(|f| u64::from(f.index) < seqno);
+                h.rx(DataRecord {
+                    seqno,
+                    oob,
+                    fragment,
+                    payload: Bytes::from(vec![seqno as u8; len]),
+                });
+                let held: usize = h.w.ring.iter().map(|s| match s {
+                    Slot::Waiting(m) | Slot::Done(Some(m)) => m.payload.len(),
+                    _ => 0,
+                }).sum();
+                proptest::prop_assert_eq!(held, h.w.bytes());
+                h.w.announce(seqno + 3, h.now, &h.config);
+            }
+            h.w.purge_through(u64::MAX);
+        }
     }
 }
