@@ -1167,3 +1167,63 @@ fn gossip_of_a_large_group_fits_small_datagrams() {
         }
     });
 }
+
+/// With `retransmit_by_multicast` a NAK is answered to the whole group, otherwise to the
+/// member that asked; either way the missing message arrives once.
+#[test]
+fn retransmissions_go_where_configured() {
+    for by_multicast in [false, true] {
+        let config = ReliableConfig {
+            retransmit_by_multicast: by_multicast,
+            ..ReliableConfig::lan()
+        };
+        let mut net = Net::new(800, 0.0, 0.0, ms(1));
+        let members: Vec<usize> = (0..3).map(|_| net.add_node(&config)).collect();
+        start_group(&mut net, &members);
+        let next = net.now + ms(50);
+        net.run_until(next);
+        // Node 2 misses the first message only.
+        net.cut.insert((0, 2));
+        let mut sent = Vec::new();
+        send_some(&mut net, 0, 1, &mut sent);
+        net.cut.clear();
+        send_some(&mut net, 0, 1, &mut sent);
+        // Catch the retransmission on its way out of node 0.
+        let mut answered = None;
+        let deadline = net.now + Duration::from_secs(1);
+        while answered.is_none() && net.now < deadline {
+            let now = net.now + ms(1);
+            net.now = now;
+            for i in 0..3 {
+                if net.nodes[i].r.poll_timeout().is_some_and(|t| t <= now) {
+                    net.nodes[i].r.handle_timeout(now);
+                }
+            }
+            // Deliver node 2's NAK to node 0 by hand.
+            while let Some(t) = net.nodes[2].r.poll_transmit() {
+                if t.to == Destination::Member(net.nodes[0].id) {
+                    let from = net.nodes[2].id;
+                    net.nodes[0]
+                        .r
+                        .handle_datagram(from, t.datagram, now)
+                        .unwrap();
+                }
+            }
+            while let Some(t) = net.nodes[0].r.poll_transmit() {
+                let (_, records) = wire::decode(&t.datagram).unwrap();
+                if records
+                    .map(Result::unwrap)
+                    .any(|r| matches!(r, Record::Retransmit { .. }))
+                {
+                    answered = Some(t.to);
+                }
+            }
+        }
+        let expected = if by_multicast {
+            Destination::Group
+        } else {
+            Destination::Member(net.nodes[2].id)
+        };
+        assert_eq!(answered, Some(expected));
+    }
+}
