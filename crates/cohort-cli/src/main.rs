@@ -31,6 +31,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure ACKed send throughput and latency against baselines.
     Perf(perf::PerfArgs),
+    /// Measure group formation, crash and hang detection and idle cost against Serf.
+    PerfGroup(perf::group::PerfGroupArgs),
     /// Internal: a receiver process of `cohort perf`.
     #[command(hide = true)]
     PerfSink(perf::PerfSinkArgs),
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Perf(args) => perf::run(args).await,
             Command::PerfSink(args) => perf::sink(args).await,
+            Command::PerfGroup(args) => perf::group::run(args).await,
         }
     });
     // A read of stdin blocks a runtime thread until input arrives; don't wait for it.

@@ -27,6 +27,7 @@
 //! [`report`] the tables and JSON.
 
 mod cohort_bench;
+pub(crate) mod group;
 mod netns;
 mod process;
 mod raw_tcp;
