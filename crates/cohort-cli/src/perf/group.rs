@@ -206,7 +206,10 @@ impl System for CohortSystem {
     }
 }
 
-struct SerfSystem;
+struct SerfSystem {
+    /// Every agent gets a name of its own, so no run meets a namesake of an earlier one.
+    started: std::sync::atomic::AtomicUsize,
+}
 
 impl System for SerfSystem {
     fn label(&self) -> &'static str {
@@ -214,7 +217,10 @@ impl System for SerfSystem {
     }
 
     fn start(&self, index: usize, seed: usize) -> std::io::Result<NodeProc> {
-        let name = format!("n{index}");
+        let n = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("n{index}-{n}");
         let mut child = Command::new("serf")
             .arg("agent")
             .arg(format!("-node={name}"))
@@ -326,6 +332,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 /// The results of one system.
 #[derive(Debug, Default)]
 struct Results {
+    failed_runs: usize,
     times: BTreeMap<&'static str, Vec<f64>>,
     idle: BTreeMap<usize, (f64, f64, f64)>,
 }
@@ -355,11 +362,28 @@ fn idle_cost(nodes: &[NodeProc], secs: u64) -> (f64, f64, f64) {
     (cpu_pct, rss as f64 / 1024.0 / n, bytes)
 }
 
-fn measure_system(sys: &dyn System, args: &PerfGroupArgs) -> Result<Results, String> {
+fn measure_system(sys: &dyn System, args: &PerfGroupArgs) -> Results {
     let mut r = Results::default();
-    let small = args.small;
     for run in 0..args.runs {
         eprintln!("perf-group: {} run {}/{}", sys.label(), run + 1, args.runs);
+        // A run that fails (a node never gets there) is reported and left out.
+        if let Err(e) = one_run(sys, args, run, &mut r) {
+            eprintln!("perf-group: {} run {} failed: {e}", sys.label(), run + 1);
+            r.failed_runs += 1;
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    r
+}
+
+fn one_run(
+    sys: &dyn System,
+    args: &PerfGroupArgs,
+    run: usize,
+    r: &mut Results,
+) -> Result<(), String> {
+    let small = args.small;
+    {
         // First member: alone, until it sees a group of itself.
         let t0 = unix_ns();
         let first = sys.start(0, 0).map_err(|e| e.to_string())?;
@@ -423,7 +447,7 @@ fn measure_system(sys: &dyn System, args: &PerfGroupArgs) -> Result<Results, Str
             std::thread::sleep(Duration::from_millis(1500));
         }
     }
-    Ok(r)
+    Ok(())
 }
 
 fn measure(args: &PerfGroupArgs) -> CliResult {
@@ -434,14 +458,15 @@ fn measure(args: &PerfGroupArgs) -> CliResult {
                 exe: std::env::current_exe()?,
                 mcast_port: 46450,
             })),
-            "serf" => systems.push(Box::new(SerfSystem)),
+            "serf" => systems.push(Box::new(SerfSystem {
+                started: std::sync::atomic::AtomicUsize::new(0),
+            })),
             other => return Err(format!("unknown system {other:?} (cohort, serf)").into()),
         }
     }
     let mut all = Vec::new();
     for sys in &systems {
-        let r = measure_system(sys.as_ref(), args).map_err(|e| format!("{}: {e}", sys.label()))?;
-        all.push((sys.label(), r));
+        all.push((sys.label(), measure_system(sys.as_ref(), args)));
     }
     print_report(args, &all);
     Ok(())
@@ -490,6 +515,14 @@ fn print_report(args: &PerfGroupArgs, all: &[(&str, Results)]) {
                 .unwrap_or_default();
             let runs: Vec<String> = xs.iter().map(|x| format!("{x:.0}")).collect();
             println!("    {label:<7} {m:>8.0}  [{}]{ratio}", runs.join(", "));
+        }
+    }
+    for (label, r) in all {
+        if r.failed_runs > 0 {
+            println!(
+                "  {label}: {} run(s) failed and are left out",
+                r.failed_runs
+            );
         }
     }
     println!("\nidle member: CPU % of one core, RSS MiB, bytes/s sent on loopback (IP packets)");
