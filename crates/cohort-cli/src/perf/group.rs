@@ -39,6 +39,10 @@ pub(crate) struct PerfGroupArgs {
     /// Seconds of each idle measurement.
     #[arg(long, default_value_t = 20)]
     idle_secs: u64,
+    /// Also run `small` cohort nodes for this many seconds while busy loops keep every CPU
+    /// fully loaded, and count the view changes (false removals); 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    load_secs: u64,
     /// Systems to measure.
     #[arg(long, value_delimiter = ',', default_value = "cohort,serf")]
     systems: Vec<String>,
@@ -469,6 +473,46 @@ fn measure(args: &PerfGroupArgs) -> CliResult {
         all.push((sys.label(), measure_system(sys.as_ref(), args)));
     }
     print_report(args, &all);
+    if args.load_secs > 0 {
+        under_load(args)?;
+    }
+    Ok(())
+}
+
+/// Runs `small` cohort nodes under full CPU load and reports every view change.
+fn under_load(args: &PerfGroupArgs) -> CliResult {
+    let sys = CohortSystem {
+        exe: std::env::current_exe()?,
+        mcast_port: 46451,
+    };
+    let (nodes, _) = start_group(&sys, 0, args.small, 0)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let before: Vec<usize> = nodes.iter().map(|n| n.history().len()).collect();
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut hogs: Vec<Child> = (0..cpus * 2)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(Duration::from_secs(args.load_secs));
+    for h in &mut hogs {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    let changes: usize = nodes
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| n.history().len() - b)
+        .sum();
+    println!(
+        "\nunder load: {} cohort nodes, {} busy loops on {cpus} CPUs for {} s: {changes} view changes",
+        args.small,
+        cpus * 2,
+        args.load_secs
+    );
     Ok(())
 }
 
