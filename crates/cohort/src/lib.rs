@@ -36,6 +36,7 @@ mod event;
 mod group;
 mod heartbeat;
 mod node;
+pub mod reliable;
 pub mod router;
 mod shared;
 mod transport;

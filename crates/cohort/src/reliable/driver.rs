@@ -1,0 +1,220 @@
+//! The task that owns the sockets and feeds the core (see the module docs of `reliable`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use cohort_proto::MemberId;
+use cohort_proto::group::View;
+use cohort_proto::reliable::{Destination, ReliableEvent};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tracing::{debug, trace, warn};
+
+use super::socket::Sockets;
+use super::{ReliableChannelConfig, Shared};
+
+/// Datagrams read from one socket before the core's outputs are handled.
+const RECV_BATCH: usize = 256;
+/// Room for the largest UDP datagram.
+const MAX_UDP: usize = 65_536;
+
+/// Where the members are.
+#[derive(Default)]
+struct Addresses {
+    by_id: HashMap<MemberId, SocketAddr>,
+    by_addr: HashMap<SocketAddr, MemberId>,
+}
+
+impl Addresses {
+    fn from_view(view: &View, config: &ReliableChannelConfig) -> Self {
+        let mut a = Self::default();
+        for m in &view.members {
+            let addr = config.udp_addr(m.addr);
+            a.by_id.insert(m.id, addr);
+            a.by_addr.insert(addr, m.id);
+        }
+        a
+    }
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    config: ReliableChannelConfig,
+    sockets: Sockets,
+    mut views: watch::Receiver<Option<View>>,
+) {
+    let mut driver = Driver {
+        group: config.multicast.map(SocketAddr::V4),
+        addresses: Addresses::default(),
+        config,
+        buf: BytesMut::with_capacity(4 * MAX_UDP),
+        received: Vec::new(),
+        outgoing: Vec::new(),
+    };
+    // The channel installed the first view; the driver needs its addresses.
+    if let Some(view) = &*views.borrow() {
+        driver.addresses = Addresses::from_view(view, &driver.config);
+    }
+    let mut views_open = true;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let multicast_readable = async {
+            match &sockets.multicast {
+                Some(s) => s.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = views.changed(), if views_open => match changed {
+                Ok(()) => {
+                    let view = views.borrow_and_update().clone();
+                    driver.install(&shared, &view);
+                }
+                Err(_) => views_open = false,
+            },
+            r = sockets.unicast.readable() => if let Err(e) = r {
+                warn!(error = %e, "reliable: unicast socket failed");
+                break;
+            },
+            r = multicast_readable => if let Err(e) = r {
+                warn!(error = %e, "reliable: multicast socket failed");
+                break;
+            },
+            () = shared.wake_driver.notified() => {}
+            () = sleep => {}
+        }
+        driver.read(&sockets.unicast);
+        if let Some(m) = &sockets.multicast {
+            driver.read(m);
+        }
+        deadline = driver.step(&shared);
+        driver.send(&shared, &sockets.unicast).await;
+    }
+    shared.mark_closed();
+}
+
+struct Driver {
+    config: ReliableChannelConfig,
+    group: Option<SocketAddr>,
+    addresses: Addresses,
+    buf: BytesMut,
+    received: Vec<(SocketAddr, Bytes)>,
+    outgoing: Vec<(SocketAddr, Bytes)>,
+}
+
+impl Driver {
+    fn install(&mut self, shared: &Shared, view: &Option<View>) {
+        let Some(view) = view else { return };
+        self.addresses = Addresses::from_view(view, &self.config);
+        shared.core().install_view(view, Instant::now());
+    }
+
+    /// Reads what the socket has, up to a batch, without waiting.
+    fn read(&mut self, socket: &UdpSocket) {
+        for _ in 0..RECV_BATCH {
+            self.buf.reserve(MAX_UDP);
+            match socket.try_recv_buf_from(&mut self.buf) {
+                Ok((_, from)) => self.received.push((from, self.buf.split().freeze())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here; the protocol recovers.
+                    trace!(error = %e, "reliable: receive error");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Feeds the received datagrams and the clock to the core and collects its outputs.
+    /// Returns the next deadline.
+    fn step(&mut self, shared: &Shared) -> Option<Instant> {
+        let mut unknown = 0;
+        let received = self.received.len();
+        let mut credit = false;
+        let deadline;
+        let delivered;
+        {
+            let mut core = shared.core();
+            let now = Instant::now();
+            let before = core.stats().delivered;
+            let local = core.local();
+            for (from, datagram) in self.received.drain(..) {
+                match self.addresses.by_addr.get(&from) {
+                    // Our own multicasts come back through the loop.
+                    Some(id) if *id == local => {}
+                    Some(id) => {
+                        if let Err(e) = core.handle_datagram(*id, datagram, now) {
+                            debug!(%from, error = %e, "reliable: datagram dropped");
+                        }
+                    }
+                    None => unknown += 1,
+                }
+            }
+            if core.poll_timeout().is_some_and(|t| t <= now) {
+                core.handle_timeout(now);
+            }
+            core.flush(now);
+            while let Some(t) = core.poll_transmit() {
+                match t.to {
+                    Destination::Group => match self.group {
+                        Some(group) => self.outgoing.push((group, t.datagram)),
+                        None => {
+                            for id in core.members() {
+                                if let Some(addr) = self.addresses.by_id.get(id) {
+                                    self.outgoing.push((*addr, t.datagram.clone()));
+                                }
+                            }
+                        }
+                    },
+                    Destination::Member(id) => {
+                        if let Some(addr) = self.addresses.by_id.get(&id) {
+                            self.outgoing.push((*addr, t.datagram));
+                        }
+                    }
+                }
+            }
+            while let Some(ReliableEvent::CreditAvailable { .. }) = core.poll_event() {
+                credit = true;
+            }
+            delivered = core.stats().delivered != before;
+            deadline = core.poll_timeout();
+        }
+        if credit {
+            shared.credit.notify_waiters();
+        }
+        if delivered {
+            shared.deliveries.notify_waiters();
+        }
+        let mut counters = shared.counters.lock().unwrap_or_else(|e| e.into_inner());
+        counters.unknown_source += unknown;
+        counters.datagrams_received += received as u64;
+        deadline
+    }
+
+    /// Sends what the core produced.
+    async fn send(&mut self, shared: &Shared, socket: &UdpSocket) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let mut errors = 0;
+        let sent = self.outgoing.len() as u64;
+        for (to, datagram) in self.outgoing.drain(..) {
+            if let Err(e) = socket.send_to(&datagram, to).await {
+                trace!(%to, error = %e, "reliable: send failed");
+                errors += 1;
+            }
+        }
+        let mut counters = shared.counters.lock().unwrap_or_else(|e| e.into_inner());
+        counters.send_errors += errors;
+        counters.datagrams_sent += sent;
+    }
+}

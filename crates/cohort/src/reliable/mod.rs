@@ -1,0 +1,435 @@
+//! Reliable, ordered group messaging over UDP at run time (SPEC §5).
+//!
+//! [`ReliableChannel`] drives the sans-IO core [`cohort_proto::reliable::Reliable`] with
+//! real sockets and a clock: a member multicasts to its view, and every member of the view
+//! delivers every message exactly once, in the sender's order, over lossy UDP; unicasts
+//! to one member get the same guarantee. Flow control is real backpressure:
+//! [`ReliableChannel::multicast`] waits while slow receivers have not consumed the window,
+//! and a receiver that does not call [`ReliableChannel::recv`] slows its senders down.
+//!
+//! # Sockets
+//!
+//! Every member has two UDP sockets:
+//! - the **unicast socket**, bound to the member's own address (its view address, see
+//!   below). Everything the member sends leaves from it (multicasts too), so a datagram's
+//!   source address names its sender; unicasts and fan-out copies arrive on it.
+//! - with [`multicast`](ReliableChannelConfig::multicast) set, the **multicast socket**,
+//!   bound to the group address and port (shared with the other members on the host) and
+//!   joined on [`interface`](ReliableChannelConfig::interface). A datagram for the whole
+//!   group is then sent once, to the group. Without it, the runtime sends one copy to each
+//!   other member of the view (fan-out).
+//!
+//! # Addresses
+//!
+//! Members are known by their [`View`] entries. A member's UDP address is its view
+//! address with the port moved by [`port_offset`](ReliableChannelConfig::port_offset):
+//! for the view of a [`Node`](crate::Node), whose view addresses are the channel
+//! receivers' TCP addresses, the reliable socket of a member listens on the same IP at
+//! TCP port + offset (default [`DEFAULT_PORT_OFFSET`]; the TCP port itself is taken by the
+//! unicast heartbeat socket when multicast discovery is off). For a static view whose
+//! addresses already are the UDP addresses, use offset 0.
+//!
+//! # Driver
+//!
+//! One tokio task per channel owns the sockets: it reads datagrams in batches, feeds them
+//! to the core with the current time, re-arms one timer from `poll_timeout`, closes the
+//! open datagrams at the end of every batch ([`Reliable::flush`]) and sends what the core
+//! produced. Senders and receivers call into the core directly (under a short lock) and
+//! wake the driver, so a burst of sends is bundled into few datagrams.
+
+mod driver;
+mod socket;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use cohort_proto::MemberId;
+use cohort_proto::group::View;
+use cohort_proto::reliable::{self as core, Reliable, SendOpts};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use cohort_proto::reliable::{Delivery, ReliableConfig, ReliableStats};
+
+/// The default [`port_offset`](ReliableChannelConfig::port_offset) between a node's TCP
+/// receiver port and its reliable UDP port.
+pub const DEFAULT_PORT_OFFSET: u16 = 100;
+
+/// Settings of a [`ReliableChannel`].
+#[derive(Debug, Clone)]
+pub struct ReliableChannelConfig {
+    /// The multicast group and port, or `None` to send group datagrams to every member
+    /// by unicast (fan-out).
+    pub multicast: Option<SocketAddrV4>,
+    /// The interface to multicast on and to join the group on (the node's address).
+    pub interface: Ipv4Addr,
+    /// Added to a view address's port to get the member's UDP address (see the module
+    /// docs). Also applied to the local member's own view address.
+    pub port_offset: u16,
+    /// Requested kernel send and receive buffer size of each socket, in bytes.
+    pub socket_buffer: usize,
+    /// The protocol settings.
+    pub core: ReliableConfig,
+}
+
+impl Default for ReliableChannelConfig {
+    fn default() -> Self {
+        Self {
+            multicast: None,
+            interface: Ipv4Addr::LOCALHOST,
+            port_offset: DEFAULT_PORT_OFFSET,
+            socket_buffer: 8 << 20,
+            core: ReliableConfig::lan(),
+        }
+    }
+}
+
+impl ReliableChannelConfig {
+    /// The UDP address of a member whose view address is `view_addr`.
+    pub fn udp_addr(&self, view_addr: SocketAddr) -> SocketAddr {
+        SocketAddr::new(
+            view_addr.ip(),
+            view_addr.port().wrapping_add(self.port_offset),
+        )
+    }
+}
+
+/// The channel could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReliableStartError {
+    /// The protocol settings are invalid.
+    #[error(transparent)]
+    Config(#[from] core::ConfigError),
+    /// The local member is not in the view it was started with, so its address is unknown.
+    #[error("the local member {0} is not in the view")]
+    NotInView(MemberId),
+    /// The unicast socket could not be bound.
+    #[error("cannot bind the reliable UDP socket on {addr}: {source}")]
+    Bind {
+        /// The address tried.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The multicast socket could not be set up.
+    #[error("cannot set up reliable multicast on {group} via {interface}: {source}")]
+    Multicast {
+        /// The group and port.
+        group: SocketAddrV4,
+        /// The interface.
+        interface: Ipv4Addr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A send was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReliableSendError {
+    /// The protocol refused it (too large, not in a view, unknown member).
+    #[error(transparent)]
+    Refused(core::SendError),
+    /// The channel was closed.
+    #[error("the reliable channel is closed")]
+    Closed,
+}
+
+/// Counters of a channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReliableChannelStats {
+    /// The protocol's counters.
+    pub core: ReliableStats,
+    /// Datagrams from an address that is not a member of the current view (dropped).
+    pub unknown_source: u64,
+    /// Datagrams the kernel refused to send (the protocol retransmits them).
+    pub send_errors: u64,
+    /// Datagrams received from the sockets.
+    pub datagrams_received: u64,
+    /// Datagrams handed to the sockets (fan-out copies counted one by one).
+    pub datagrams_sent: u64,
+}
+
+/// State shared by the handles and the driver.
+struct Shared {
+    core: Mutex<Reliable>,
+    /// Wakes the driver: something was queued to send, or a delivery was taken.
+    wake_driver: Notify,
+    /// Credit returned: blocked senders retry.
+    credit: Notify,
+    /// Deliveries are waiting.
+    deliveries: Notify,
+    /// The driver stopped (closed or failed).
+    closed: std::sync::atomic::AtomicBool,
+    counters: Mutex<ReliableChannelStats>,
+    local_addr: SocketAddr,
+    /// Own multicasts are delivered locally at once, by the sending handle.
+    deliver_own: bool,
+}
+
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, Reliable> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Stops the driver when the last handle goes.
+struct Owner {
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// A member's reliable, ordered messaging over UDP. Cheap to clone; the channel stops when
+/// [`close`](Self::close) is called or the last clone is dropped.
+///
+/// ```no_run
+/// # async fn demo(node: cohort::Node) -> Result<(), Box<dyn std::error::Error>> {
+/// use cohort::reliable::{ReliableChannel, ReliableChannelConfig};
+///
+/// let channel = ReliableChannel::for_node(&node, ReliableChannelConfig::default())?;
+/// channel.multicast(&b"hello"[..]).await?;
+/// while let Some(d) = channel.recv().await {
+///     println!("{}: {:?}", d.from, d.payload);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ReliableChannel {
+    shared: Arc<Shared>,
+    owner: Arc<Owner>,
+}
+
+impl std::fmt::Debug for ReliableChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReliableChannel")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReliableChannel {
+    /// Starts the channel of member `local`, following the views of `views`. The local
+    /// member's UDP address comes from its entry in the current view, which must exist.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        local: MemberId,
+        config: ReliableChannelConfig,
+        mut views: watch::Receiver<Option<View>>,
+    ) -> Result<Self, ReliableStartError> {
+        let now = Instant::now();
+        let mut core = Reliable::try_new(config.core.clone(), local, now)?;
+        // The current view is installed before the first send can come.
+        let view = views.borrow_and_update().clone();
+        let view_addr = view
+            .as_ref()
+            .and_then(|v| v.members.iter().find(|m| m.id == local).map(|m| m.addr))
+            .ok_or(ReliableStartError::NotInView(local))?;
+        if let Some(view) = &view {
+            core.install_view(view, now);
+        }
+        let local_addr = config.udp_addr(view_addr);
+        let sockets = socket::Sockets::open(&config, local_addr)?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            wake_driver: Notify::new(),
+            credit: Notify::new(),
+            deliveries: Notify::new(),
+            closed: false.into(),
+            counters: Mutex::new(ReliableChannelStats::default()),
+            local_addr,
+            deliver_own: config.core.deliver_own,
+        });
+        let task = tokio::spawn(driver::run(shared.clone(), config, sockets, views));
+        Ok(Self {
+            shared,
+            owner: Arc::new(Owner {
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// Starts the channel with a fixed view (no group layer), for example a benchmark's
+    /// list of members. With `port_offset` 0 the view's addresses are the UDP addresses.
+    pub fn start_static(
+        local: MemberId,
+        config: ReliableChannelConfig,
+        view: View,
+    ) -> Result<Self, ReliableStartError> {
+        // The sender is dropped at once: the driver keeps the last view.
+        let (_, rx) = watch::channel(Some(view));
+        Self::start(local, config, rx)
+    }
+
+    /// Starts the channel of `node`, following the node's group views (see the module docs
+    /// for the addresses). The node must already be in a view.
+    pub fn for_node(
+        node: &crate::Node,
+        config: ReliableChannelConfig,
+    ) -> Result<Self, ReliableStartError> {
+        Self::start(node.id(), config, node.watch_view())
+    }
+
+    /// The local unicast address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The local member.
+    pub fn local(&self) -> MemberId {
+        self.shared.core().local()
+    }
+
+    /// Multicasts `payload` to every member of the view (itself included when
+    /// [`deliver_own`](ReliableConfig::deliver_own) is set), reliably and in order. Waits
+    /// while the flow-control window is full.
+    pub async fn multicast(&self, payload: impl Into<Bytes>) -> Result<(), ReliableSendError> {
+        let payload = payload.into();
+        self.send_with(|core, now| core.multicast(payload.clone(), SendOpts::default(), now))
+            .await
+    }
+
+    /// Sends `payload` to member `to` only, reliably and in order with the other unicasts
+    /// to `to`. Waits while the flow-control window to `to` is full.
+    pub async fn send_to(
+        &self,
+        to: MemberId,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ReliableSendError> {
+        let payload = payload.into();
+        self.send_with(|core, now| core.unicast(to, payload.clone(), SendOpts::default(), now))
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        mut send: impl FnMut(&mut Reliable, Instant) -> Result<(), core::SendError>,
+    ) -> Result<(), ReliableSendError> {
+        loop {
+            // Registered before trying, so credit returned in between is not missed.
+            let mut credit = pin!(self.shared.credit.notified());
+            credit.as_mut().enable();
+            if self.shared.is_closed() {
+                return Err(ReliableSendError::Closed);
+            }
+            let result = send(&mut self.shared.core(), Instant::now());
+            match result {
+                Ok(()) => {
+                    self.shared.wake_driver.notify_one();
+                    if self.shared.deliver_own {
+                        self.shared.deliveries.notify_waiters();
+                    }
+                    return Ok(());
+                }
+                Err(core::SendError::NoCredit) => {
+                    // What is queued must go out for credit to come back.
+                    self.shared.wake_driver.notify_one();
+                    credit.await;
+                }
+                Err(e) => return Err(ReliableSendError::Refused(e)),
+            }
+        }
+    }
+
+    /// The next delivered message, waiting for one; `None` once the channel is closed.
+    pub async fn recv(&self) -> Option<Delivery> {
+        loop {
+            let mut ready = pin!(self.shared.deliveries.notified());
+            ready.as_mut().enable();
+            if let Some(d) = self.try_recv() {
+                return Some(d);
+            }
+            if self.shared.is_closed() {
+                return None;
+            }
+            ready.await;
+        }
+    }
+
+    /// Moves up to `max` delivered messages into `out`, waiting until there is at least
+    /// one. Returns how many; 0 once the channel is closed.
+    pub async fn recv_many(&self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        loop {
+            let mut ready = pin!(self.shared.deliveries.notified());
+            ready.as_mut().enable();
+            let n = {
+                let mut core = self.shared.core();
+                let mut n = 0;
+                while n < max {
+                    let Some(d) = core.poll_delivery() else { break };
+                    out.push(d);
+                    n += 1;
+                }
+                n
+            };
+            if n > 0 {
+                // Taking deliveries may release withheld acknowledgements.
+                self.shared.wake_driver.notify_one();
+                return n;
+            }
+            if self.shared.is_closed() {
+                return 0;
+            }
+            ready.await;
+        }
+    }
+
+    /// A delivered message if one is waiting.
+    pub fn try_recv(&self) -> Option<Delivery> {
+        let d = self.shared.core().poll_delivery();
+        if d.is_some() {
+            self.shared.wake_driver.notify_one();
+        }
+        d
+    }
+
+    /// Counters of the protocol and the sockets.
+    pub fn stats(&self) -> ReliableChannelStats {
+        let core = self.shared.core().stats();
+        let mut stats = self
+            .shared
+            .counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        stats.core = core;
+        stats
+    }
+
+    /// Stops the driver and closes the sockets. Messages not yet sent are lost; waiting
+    /// sends fail with [`ReliableSendError::Closed`] and `recv` returns `None`.
+    pub async fn close(&self) {
+        let task = self
+            .owner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.shared.mark_closed();
+    }
+}
+
+impl Shared {
+    fn mark_closed(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.credit.notify_waiters();
+        self.deliveries.notify_waiters();
+    }
+}
