@@ -43,7 +43,7 @@ pub(crate) struct PerfGroupArgs {
     /// fully loaded, and count the view changes (false removals); 0 skips it.
     #[arg(long, default_value_t = 0)]
     load_secs: u64,
-    /// Systems to measure.
+    /// Systems to measure: cohort, serf.
     #[arg(long, value_delimiter = ',', default_value = "cohort,serf")]
     systems: Vec<String>,
     /// Internal: already running inside the namespace of that name.
@@ -161,7 +161,7 @@ impl System for CohortSystem {
     }
 
     fn start(&self, index: usize, _seed: usize) -> std::io::Result<NodeProc> {
-        let mut child = Command::new(&self.exe)
+        let child = Command::new(&self.exe)
             .args(["node", "--json", "--domain", "perf-group", "--port"])
             .arg((26000 + index).to_string())
             .args(["--mcast-port", &self.mcast_port.to_string()])
@@ -169,45 +169,51 @@ impl System for CohortSystem {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let name = Arc::new(Mutex::new(String::new()));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (n, s) = (name.clone(), seen.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let at_ns = unix_ns();
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                match v["event"].as_str() {
-                    Some("started") => {
-                        *n.lock().unwrap_or_else(|e| e.into_inner()) =
-                            v["id"].as_str().unwrap_or_default().to_owned();
-                    }
-                    Some("rejoined") => {
-                        *n.lock().unwrap_or_else(|e| e.into_inner()) =
-                            v["new_id"].as_str().unwrap_or_default().to_owned();
-                    }
-                    Some("view") => {
-                        let members = v["members"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|m| m["id"].as_str().map(str::to_owned))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        s.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(Seen { at_ns, members });
-                    }
-                    _ => {}
-                }
-            }
-        });
-        Ok(NodeProc { child, name, seen })
+        Ok(json_node(child))
     }
+}
+
+/// A node whose stdout is `cohort node --json`'s event stream (`started`, `view`,
+/// `rejoined`).
+fn json_node(mut child: Child) -> NodeProc {
+    let stdout = child.stdout.take().expect("piped");
+    let name = Arc::new(Mutex::new(String::new()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (n, s) = (name.clone(), seen.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let at_ns = unix_ns();
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            match v["event"].as_str() {
+                Some("started") => {
+                    *n.lock().unwrap_or_else(|e| e.into_inner()) =
+                        v["id"].as_str().unwrap_or_default().to_owned();
+                }
+                Some("rejoined") => {
+                    *n.lock().unwrap_or_else(|e| e.into_inner()) =
+                        v["new_id"].as_str().unwrap_or_default().to_owned();
+                }
+                Some("view") => {
+                    let members = v["members"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    s.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Seen { at_ns, members });
+                }
+                _ => {}
+            }
+        }
+    });
+    NodeProc { child, name, seen }
 }
 
 struct SerfSystem {
@@ -465,7 +471,9 @@ fn measure(args: &PerfGroupArgs) -> CliResult {
             "serf" => systems.push(Box::new(SerfSystem {
                 started: std::sync::atomic::AtomicUsize::new(0),
             })),
-            other => return Err(format!("unknown system {other:?} (cohort, serf)").into()),
+            other => {
+                return Err(format!("unknown system {other:?} (cohort, serf)").into());
+            }
         }
     }
     let mut all = Vec::new();
