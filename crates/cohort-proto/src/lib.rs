@@ -11,6 +11,8 @@
 //! What is here:
 //! - [`wire`]: byte formats. [`wire::tribes`] is Apache Tomcat Tribes' member packet and
 //!   channel frame, byte-exact, so cohort and Tomcat nodes share a cluster.
+//!   [`wire::zookeeper`] is ZooKeeper 3.8's leader-election connection header, framing and
+//!   notification, byte-exact, so a cohort voter takes part in a ZooKeeper election.
 //! - [`membership`]: the member list kept by multicast heartbeats (SPEC §1).
 //! - [`channel`]: bookkeeping for acknowledged parallel sends: which frame an ACK answers,
 //!   ACK deadlines, retries and the per-member outcome of a send (SPEC §2).

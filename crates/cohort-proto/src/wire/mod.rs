@@ -6,6 +6,7 @@
 
 pub mod cohort;
 pub mod tribes;
+pub mod zookeeper;
 
 mod reader;
 
