@@ -33,6 +33,11 @@ enum Command {
     Perf(perf::PerfArgs),
     /// Measure group formation, crash and hang detection and idle cost against Serf.
     PerfGroup(perf::group::PerfGroupArgs),
+    /// Measure reliable group multicast throughput against JGroups and raw UDP.
+    PerfMulticast(perf::multicast::PerfMulticastArgs),
+    /// Run one member of a reliable multicast group with a fixed view (for tests and
+    /// benchmarks; driven through stdin/stdout).
+    Multicast(perf::multicast::member::MemberArgs),
     /// Internal: a receiver process of `cohort perf`.
     #[command(hide = true)]
     PerfSink(perf::PerfSinkArgs),
@@ -65,6 +70,8 @@ fn main() -> std::process::ExitCode {
             Command::Perf(args) => perf::run(args).await,
             Command::PerfSink(args) => perf::sink(args).await,
             Command::PerfGroup(args) => perf::group::run(args).await,
+            Command::PerfMulticast(args) => perf::multicast::run(args).await,
+            Command::Multicast(args) => perf::multicast::member::run(args).await,
         }
     });
     // A read of stdin blocks a runtime thread until input arrives; don't wait for it.

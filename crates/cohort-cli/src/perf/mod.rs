@@ -28,6 +28,7 @@
 
 mod cohort_bench;
 pub(crate) mod group;
+pub(crate) mod multicast;
 mod netns;
 mod process;
 mod raw_tcp;

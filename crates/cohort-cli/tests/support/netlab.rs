@@ -285,6 +285,59 @@ impl NetLab {
         self.set_master(i, Some("br0"));
     }
 
+    /// Makes host `i` lose `loss_percent` % of the packets it sends and delay them by
+    /// `delay_ms`, with `tc netem` on its `eth0`. Kernels built without netem
+    /// (`CONFIG_NET_SCH_NETEM`) get the loss alone, from an iptables `statistic` rule;
+    /// the returned text says which was applied.
+    pub(crate) fn impair(&self, i: usize, loss_percent: u32, delay_ms: u32) -> String {
+        let host = self.host_ns(i).to_owned();
+        let netem = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &host,
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            HOST_IF,
+            "root",
+            "netem",
+            "loss",
+            &format!("{loss_percent}%"),
+            "delay",
+            &format!("{delay_ms}ms"),
+        ]));
+        let Err(netem_error) = netem else {
+            return format!("netem loss {loss_percent}% delay {delay_ms}ms");
+        };
+        let probability = format!("{:.4}", f64::from(loss_percent) / 100.0);
+        let rule = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &host,
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-o",
+            HOST_IF,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &probability,
+            "-j",
+            "DROP",
+        ]));
+        match rule {
+            Ok(_) => format!("iptables loss {loss_percent}% (no netem: {netem_error})"),
+            Err(e) => panic!(
+                "NetLab {}: cannot impair host {i}: netem: {netem_error}; iptables: {e}",
+                self.name
+            ),
+        }
+    }
+
     /// Splits the network: every group of hosts gets its own bridge, so hosts reach
     /// each other only within a group. Hosts named in no group are cut off.
     pub(crate) fn partition(&self, groups: &[&[usize]]) {
