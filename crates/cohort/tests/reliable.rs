@@ -157,3 +157,92 @@ async fn unicast_reaches_only_its_destination_in_order() {
         Err(ReliableSendError::Closed)
     );
 }
+
+/// Waits until `node`'s view has exactly `n` members.
+async fn wait_for_members(node: &cohort::Node, n: usize) {
+    let mut watch = node.watch_view();
+    let wait = async {
+        loop {
+            if watch
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(|v| v.members.len() == n)
+            {
+                return;
+            }
+            watch.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{} never saw {n} members", node.id()));
+}
+
+/// Receives `count` messages from `from` on `ch`, numbered from 0, in order.
+async fn expect_numbered(ch: &ReliableChannel, from: MemberId, count: u32) {
+    for seq in 0..count {
+        let d = tokio::time::timeout(Duration::from_secs(30), ch.recv())
+            .await
+            .expect("delivery stalled")
+            .unwrap();
+        assert_eq!(d.from, from);
+        assert_eq!(d.payload.as_ref(), seq.to_be_bytes(), "out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_follow_the_group_views_of_nodes() {
+    let config = |port: u16| cohort::Config {
+        domain: bytes::Bytes::from_static(b"reliable-test-46230"),
+        port,
+        port_range: 1,
+        multicast: cohort::MulticastConfig {
+            port: 46_230,
+            interface: Some(Ipv4Addr::LOCALHOST),
+            ..cohort::MulticastConfig::default()
+        },
+        ..cohort::Config::default()
+    };
+    let reliable = || ReliableChannelConfig {
+        multicast: Some(SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 31), 46_231)),
+        // TCP receivers on 24200.., reliable UDP sockets on 24300..
+        port_offset: 100,
+        core: cohort::reliable::ReliableConfig {
+            // Only messages of others, so every channel counts the same.
+            deliver_own: false,
+            ..cohort::reliable::ReliableConfig::lan()
+        },
+        ..ReliableChannelConfig::default()
+    };
+    let (a, _ae) = cohort::Node::start(config(24_200)).await.unwrap();
+    let (b, _be) = cohort::Node::start(config(24_201)).await.unwrap();
+    wait_for_members(&a, 2).await;
+    wait_for_members(&b, 2).await;
+    let ca = ReliableChannel::for_node(&a, reliable()).unwrap();
+    let cb = ReliableChannel::for_node(&b, reliable()).unwrap();
+    assert_eq!(ca.local_addr().port(), 24_300);
+    for seq in 0u32..1_000 {
+        ca.multicast(seq.to_be_bytes().to_vec()).await.unwrap();
+    }
+    expect_numbered(&cb, a.id(), 1_000).await;
+
+    // A third node joins: the others' channels install the new view and hear it.
+    let (c, _ce) = cohort::Node::start(config(24_202)).await.unwrap();
+    for n in [&a, &b, &c] {
+        wait_for_members(n, 3).await;
+    }
+    let cc = ReliableChannel::for_node(&c, reliable()).unwrap();
+    // The others may still be installing the view; the joiner's messages are repaired
+    // (NAKs and gossip) once they have.
+    for seq in 0u32..500 {
+        cc.multicast(seq.to_be_bytes().to_vec()).await.unwrap();
+    }
+    expect_numbered(&ca, c.id(), 500).await;
+    expect_numbered(&cb, c.id(), 500).await;
+    for ch in [ca, cb, cc] {
+        ch.close().await;
+    }
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}

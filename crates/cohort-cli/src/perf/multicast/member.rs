@@ -60,6 +60,9 @@ pub(crate) struct MemberArgs {
     /// The no-protocol baseline (see the module docs).
     #[arg(long)]
     pub(super) raw: bool,
+    /// Flow-control window in bytes (default: the protocol's).
+    #[arg(long)]
+    pub(super) credit_window: Option<usize>,
 }
 
 /// The id of the member at `index` (a fixed view needs ids every member can compute).
@@ -69,8 +72,12 @@ pub(super) fn member_id(index: usize) -> MemberId {
     MemberId(id)
 }
 
+/// One JSON line on stdout; a parent that stopped reading is no reason to panic.
 fn print(value: &serde_json::Value) {
-    println!("{value}");
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
 }
 
 pub(crate) async fn run(args: MemberArgs) -> CliResult {
@@ -112,6 +119,12 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
         "default" => ReliableConfig::default(),
         other => return Err(format!("unknown --timers {other}").into()),
     };
+    let mut core = core;
+    if let Some(window) = args.credit_window {
+        core.credit_window = window;
+        core.ack_threshold = core.ack_threshold.min(window / 2).max(1);
+        core.max_retransmit_buffer = core.max_retransmit_buffer.max(window);
+    }
     let config = ReliableChannelConfig {
         multicast: args.multicast,
         interface,
