@@ -16,6 +16,8 @@
 //! - [`membership`]: the member list kept by multicast heartbeats (SPEC §1).
 //! - [`channel`]: bookkeeping for acknowledged parallel sends: which frame an ACK answers,
 //!   ACK deadlines, retries and the per-member outcome of a send (SPEC §2).
+//! - [`election`]: ZooKeeper's Fast Leader Election as a deterministic state machine
+//!   (SPEC §7).
 //! - [`reliable`]: reliable ordered multicast and unicast over datagrams: NAKs,
 //!   stability, credit-based flow control, fragmentation, bundling (SPEC §5).
 //!
@@ -25,6 +27,7 @@
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
 pub mod channel;
+pub mod election;
 pub mod group;
 pub mod membership;
 pub mod reliable;
