@@ -31,6 +31,7 @@
 
 mod config;
 mod discovery;
+pub mod election;
 mod error;
 mod event;
 mod group;

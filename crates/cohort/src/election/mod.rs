@@ -1,0 +1,203 @@
+//! Leader election over TCP, wire-compatible with ZooKeeper 3.8 (SPEC §7).
+//!
+//! [`Election::start`] listens on this voter's election port and keeps one connection to
+//! every other voter (ZooKeeper's `QuorumCnxManager`, see [`mesh`]); one driver task feeds
+//! the received notifications and timers to the sans-IO
+//! [`ElectionCore`](cohort_proto::election::ElectionCore) and sends what it produces. The
+//! application reads the current [`Leadership`] or watches it change.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use cohort::election::{Election, ElectionOptions};
+//! let peers = [(1, "127.0.0.1:3888".parse().unwrap()), (2, "127.0.0.1:3889".parse().unwrap()),
+//!              (3, "127.0.0.1:3890".parse().unwrap())];
+//! let election = Election::start(ElectionOptions::new(1, peers)).await?;
+//! let mut changes = election.watch();
+//! while changes.changed().await.is_ok() {
+//!     println!("{:?}", *changes.borrow());
+//! }
+//! # Ok(()) }
+//! ```
+
+mod driver;
+mod mesh;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+
+use cohort_proto::election::ElectionConfig;
+pub use cohort_proto::election::{Role, Sid};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How to start a voter.
+#[derive(Debug, Clone)]
+pub struct ElectionOptions {
+    /// This server's sid (ZooKeeper's `myid`).
+    pub sid: Sid,
+    /// Every voter's election address, this one included (ZooKeeper's `server.N`).
+    pub voters: BTreeMap<Sid, SocketAddr>,
+    /// Each voter's ZAB (quorum) port, only used to write the config string ZooKeeper
+    /// expects in notifications; the election port is used when missing.
+    pub quorum_ports: BTreeMap<Sid, u16>,
+    /// The application's last applied position (epoch << 32 | counter).
+    pub zxid: i64,
+    /// Election timing; `sid`, `voters` and `config` are filled in from the fields above.
+    pub timing: ElectionConfig,
+}
+
+impl ElectionOptions {
+    /// Voter `sid` of the ensemble `voters` (sid → election address), zxid 0, cohort's
+    /// default timing.
+    pub fn new(sid: Sid, voters: impl IntoIterator<Item = (Sid, SocketAddr)>) -> Self {
+        let voters: BTreeMap<Sid, SocketAddr> = voters.into_iter().collect();
+        Self {
+            sid,
+            timing: ElectionConfig::new(sid, voters.keys().copied()),
+            voters,
+            quorum_ports: BTreeMap::new(),
+            zxid: 0,
+        }
+    }
+
+    /// ZooKeeper's `QuorumVerifier.toString()` of this ensemble, sent in every notification.
+    fn zookeeper_config(&self) -> String {
+        let mut s = String::new();
+        for (sid, addr) in &self.voters {
+            let quorum = self
+                .quorum_ports
+                .get(sid)
+                .copied()
+                .unwrap_or_else(|| addr.port());
+            s.push_str(&format!(
+                "server.{sid}={}:{quorum}:{}:participant\n",
+                addr.ip(),
+                addr.port()
+            ));
+        }
+        s.push_str("version=0");
+        s
+    }
+}
+
+/// The current outcome of the election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// This server's role.
+    pub role: Role,
+    /// The leader followed or led; `None` while LOOKING.
+    pub leader: Option<Sid>,
+    /// The election epoch (round) of the decision.
+    pub election_epoch: i64,
+}
+
+enum Command {
+    SetZxid(i64),
+}
+
+/// A running voter. Dropping it without [`shutdown`](Self::shutdown) stops it too.
+pub struct Election {
+    sid: Sid,
+    local_addr: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    leadership: watch::Receiver<Leadership>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Election {
+    /// Binds this voter's election address and starts electing.
+    pub async fn start(options: ElectionOptions) -> io::Result<Self> {
+        let addr = *options.voters.get(&options.sid).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "own sid is not among the voters",
+            )
+        })?;
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let mut cfg = options.timing.clone();
+        cfg.sid = options.sid;
+        cfg.voters = options.voters.keys().copied().collect();
+        cfg.config = options.zookeeper_config().into();
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (leadership_tx, leadership) = watch::channel(Leadership {
+            role: Role::Looking,
+            leader: None,
+            election_epoch: 0,
+        });
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
+        let driver = driver::Driver::new(
+            cfg,
+            options.zxid,
+            options.voters.clone(),
+            local_addr,
+            leadership_tx,
+        );
+        let task = tokio::spawn(driver.run(listener, command_rx, shutdown_rx));
+        Ok(Self {
+            sid: options.sid,
+            local_addr,
+            commands,
+            leadership,
+            shutdown: Some(shutdown_tx),
+            task: Some(task),
+        })
+    }
+
+    /// This voter's sid.
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    /// The bound election address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sets the application's last applied position, used by this voter's next vote.
+    pub fn set_zxid(&self, zxid: i64) {
+        let _ = self.commands.send(Command::SetZxid(zxid));
+    }
+
+    /// The current outcome.
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.leadership().role
+    }
+
+    /// The current leader, `None` while LOOKING.
+    pub fn leader(&self) -> Option<Sid> {
+        self.leadership().leader
+    }
+
+    /// A receiver that sees every change of [`Leadership`] (the latest one when several
+    /// come quickly).
+    pub fn watch(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
+    }
+
+    /// Stops electing and closes every connection.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Election {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
