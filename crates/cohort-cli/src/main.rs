@@ -1,6 +1,7 @@
 //! The `cohort` command-line tool.
 
 mod demo;
+mod elect;
 mod members;
 mod node;
 mod output;
@@ -25,6 +26,8 @@ enum Command {
     Node(node::NodeArgs),
     /// Ask a running node (its status endpoint) for its current view.
     Members(members::MembersArgs),
+    /// Run one voter of a leader election (ZooKeeper-compatible) and print role changes.
+    Elect(elect::ElectArgs),
     /// Run a gossip router: a rendezvous server for discovery where there is no multicast.
     Router(router::RouterArgs),
     /// Start three nodes on this machine and show discovery, messages and a member leaving.
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Members(args) => members::run(args).await,
             Command::Router(args) => router::run(args).await,
+            Command::Elect(args) => elect::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Perf(args) => perf::run(args).await,
             Command::PerfSink(args) => perf::sink(args).await,
