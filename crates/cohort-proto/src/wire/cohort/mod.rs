@@ -1,5 +1,6 @@
 //! cohort's own wire formats, for the protocols no peer format covers (SPEC §10): group
-//! views and failure detection, reliable multicast, the gossip router.
+//! views and failure detection, reliable multicast (over UDP, or TCP [`stream`]s), the
+//! gossip router.
 //!
 //! Every cohort message starts with the same four-byte [`Envelope`]: the magic `0xC0 0x4E`,
 //! a format version and the protocol the rest belongs to. The magic can never start a
@@ -9,6 +10,7 @@
 
 pub mod reliable;
 pub mod router;
+pub mod stream;
 
 use bytes::{BufMut, Bytes};
 
@@ -38,6 +40,8 @@ pub enum Protocol {
     Reliable = 2,
     /// The gossip router's registration and lookup (SPEC §1, discovery).
     Router = 3,
+    /// The hello that opens a TCP connection of reliable messaging (SPEC §5).
+    Stream = 4,
 }
 
 impl Protocol {
@@ -46,6 +50,7 @@ impl Protocol {
             1 => Some(Self::Group),
             2 => Some(Self::Reliable),
             3 => Some(Self::Router),
+            4 => Some(Self::Stream),
             _ => None,
         }
     }
