@@ -39,19 +39,27 @@ struct LeaderWatch {
     last: Option<Instant>,
     /// When we decided to follow.
     since: Option<Instant>,
+    /// When to ask a leader not heard from since the decision whether it leads.
+    probe_at: Option<Instant>,
 }
 
 impl LeaderWatch {
     /// When the leader counts as lost: a silent cohort leader after the silence timeout;
     /// any leader never heard from at all since the decision (it may be unreachable: our
-    /// decision can rest on votes heard before a partition) after the same time. A
-    /// ZooKeeper leader that has answered once is then only lost with its connection.
+    /// decision can rest on votes heard before a partition) after the same time; until it
+    /// is heard from, it is probed (see [`probe`](Self::probe)). A ZooKeeper leader that
+    /// has answered once is then only lost with its connection.
     fn deadline(&self, silence: std::time::Duration) -> Option<Instant> {
         match (self.armed, self.first, self.last, self.since) {
             (true, _, Some(last), _) => Some(last + silence),
             (false, None, _, Some(since)) => Some(since + silence),
             _ => None,
         }
+    }
+
+    /// When to probe the leader: only while it has not been heard from since the decision.
+    fn probe(&self) -> Option<Instant> {
+        self.first.map_or(self.probe_at, |_| None)
     }
 }
 
@@ -195,7 +203,11 @@ impl ElectionCore {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let silence = match self.role {
             Role::Following | Role::Observing => {
-                self.leader_watch.deadline(self.cfg.leader_silence_timeout)
+                let w = &self.leader_watch;
+                [w.deadline(self.cfg.leader_silence_timeout), w.probe()]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             _ => None,
         };
@@ -239,6 +251,18 @@ impl ElectionCore {
                 let deadline = self.leader_watch.deadline(self.cfg.leader_silence_timeout);
                 if deadline.is_some_and(|t| t <= now) {
                     self.new_round(now);
+                    return;
+                }
+                if self.leader_watch.probe().is_some_and(|t| t <= now) {
+                    // A ZooKeeper leader says nothing after its decision (it decides after
+                    // ours: its finalize wait is longer) unless a LOOKING notification comes;
+                    // then it answers LEADING. So ask with our last vote of the round (a
+                    // duplicate to any peer still counting that round). Without an answer
+                    // the silence timeout above starts a new round.
+                    if let Some((vote, epoch)) = self.decided {
+                        self.send_to(vote.leader, Role::Looking, vote, epoch);
+                    }
+                    self.leader_watch.probe_at = Some(now + self.cfg.leader_heartbeat_interval);
                 }
             }
         }
@@ -416,6 +440,7 @@ impl ElectionCore {
         self.resend_at = None;
         self.leader_watch = LeaderWatch {
             since: Some(now),
+            probe_at: Some(now + self.cfg.leader_heartbeat_interval),
             ..LeaderWatch::default()
         };
         self.follower_acks.clear();

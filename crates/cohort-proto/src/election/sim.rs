@@ -553,3 +553,93 @@ fn observer_learns_leader_and_never_counts() {
     voter.handle_notification(start, 2, &for_observer);
     assert_eq!(voter.vote().leader, 1);
 }
+
+/// A scripted ZooKeeper 3.8 peer for [`follows_a_zookeeper_leader_that_never_heartbeats`]:
+/// sid 1 of {1, 2, 3} with sid 2 down, voting for itself in round 1 with a better zxid than
+/// the cohort voter's. Like `FastLeaderElection` it decides 200 ms after the majority and
+/// then, LEADING, sends nothing except one LEADING answer to each LOOKING notification.
+struct ZkLeaderScript {
+    decided_at: Option<Instant>,
+    answers: usize,
+}
+
+impl ZkLeaderScript {
+    fn vote(state: Role) -> Notification {
+        Notification {
+            state,
+            leader: 1,
+            zxid: 1 << 32 | 7,
+            election_epoch: 1,
+            peer_epoch: 1,
+            version: 2,
+            config: bytes::Bytes::new(),
+        }
+    }
+
+    /// What it sends back for one notification from the cohort voter (sid 3) at `now`.
+    fn receive(&mut self, now: Instant, n: &Notification) -> Option<Notification> {
+        if n.leader == 1 && n.state == Role::Looking && self.decided_at.is_none() {
+            // Our vote came back: a majority (1 and 3); decide after the finalize wait.
+            self.decided_at = Some(now + Duration::from_millis(200));
+        }
+        let leading = self.decided_at.is_some_and(|t| t <= now);
+        (leading && n.state == Role::Looking).then(|| {
+            self.answers += 1;
+            Self::vote(Role::Leading)
+        })
+    }
+}
+
+/// Runs a cohort voter (sid 3, zxid 5) against a [`ZkLeaderScript`] for `secs` of virtual
+/// time, the script answering only while `answering`; returns the voter, the script and
+/// every role change of the voter.
+fn against_zk_leader(secs: u64, answering: bool) -> (ElectionCore, ZkLeaderScript, Vec<Role>) {
+    let start = Instant::now();
+    let mut core = ElectionCore::new(ElectionConfig::new(3, [1, 2, 3]), 5);
+    let mut zk = ZkLeaderScript {
+        decided_at: None,
+        answers: 0,
+    };
+    let mut roles = Vec::new();
+    core.start(start);
+    core.handle_notification(start, 1, &ZkLeaderScript::vote(Role::Looking));
+    let mut now = start;
+    while now < start + Duration::from_secs(secs) {
+        while let Some((to, n)) = core.poll_transmit() {
+            if to == 1 && answering {
+                if let Some(a) = zk.receive(now, &n) {
+                    core.handle_notification(now, 1, &a);
+                }
+            }
+        }
+        while let Some(ElectionEvent::RoleChanged { role, .. }) = core.poll_event() {
+            roles.push(role);
+        }
+        now += Duration::from_millis(10);
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
+        }
+    }
+    (core, zk, roles)
+}
+
+/// A ZooKeeper leader never sends LEADING notifications by itself. A cohort voter that
+/// decided to follow it in the round (before it, with a shorter finalize wait) asks it with
+/// a LOOKING notification, hears LEADING and keeps following it, instead of counting it
+/// lost after the silence timeout (found with real ZooKeeper servers: the cohort voter
+/// left every ZooKeeper leader after 1.5 s). A leader that never answers still counts as
+/// lost after the silence timeout.
+#[test]
+fn follows_a_zookeeper_leader_that_never_heartbeats() {
+    let (core, zk, roles) = against_zk_leader(10, true);
+    assert_eq!(core.role(), Role::Following);
+    assert_eq!(core.leader(), Some(1));
+    assert_eq!(roles, vec![Role::Looking, Role::Following], "no new round");
+    assert!(zk.answers >= 1, "the leader was never asked");
+    assert!(zk.answers <= 2, "asked {} times", zk.answers);
+
+    let (core, zk, roles) = against_zk_leader(3, false);
+    assert_eq!(zk.answers, 0);
+    assert_eq!(core.role(), Role::Looking, "an unheard leader is given up");
+    assert_eq!(roles[..2], [Role::Looking, Role::Following]);
+}
