@@ -73,6 +73,30 @@ pub(crate) enum ZkMode {
     NotServing,
 }
 
+/// ZooKeeper's timing settings in `zoo.cfg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ZkTiming {
+    /// `tickTime`, in milliseconds: the unit of the other two.
+    pub(crate) tick_ms: u64,
+    /// `initLimit`, in ticks: how long a new leader waits for a quorum of followers to
+    /// connect and sync (and a follower for the leader) before it gives up and elects again.
+    pub(crate) init_limit: u32,
+    /// `syncLimit`, in ticks: how long a follower's read from the leader may block before it
+    /// counts the leader as gone (this is how a hung leader is noticed).
+    pub(crate) sync_limit: u32,
+}
+
+impl Default for ZkTiming {
+    /// ZooKeeper's sample configuration: tickTime 2000, initLimit 10, syncLimit 5.
+    fn default() -> Self {
+        Self {
+            tick_ms: 2000,
+            init_limit: 10,
+            sync_limit: 5,
+        }
+    }
+}
+
 /// A running (or stopped) ZooKeeper server.
 struct ZkServer {
     voter: ZkVoter,
@@ -88,8 +112,19 @@ pub(crate) struct ZkEnsemble {
 
 impl ZkEnsemble {
     /// Writes the configuration for the ZooKeeper servers `zk_sids` of the ensemble
-    /// `voters` under a fresh directory in `parent`. Starts nothing.
+    /// `voters` under a fresh directory in `parent`, with ZooKeeper's default timing.
+    /// Starts nothing.
     pub(crate) fn new(parent: &Path, voters: &[ZkVoter], zk_sids: &[u64]) -> Result<Self, String> {
+        Self::with_timing(parent, voters, zk_sids, ZkTiming::default())
+    }
+
+    /// [`new`](Self::new) with the given `tickTime`, `initLimit` and `syncLimit`.
+    pub(crate) fn with_timing(
+        parent: &Path,
+        voters: &[ZkVoter],
+        zk_sids: &[u64],
+        timing: ZkTiming,
+    ) -> Result<Self, String> {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         if !Path::new(ZOOKEEPER_JAR).exists() {
             return Err(format!(
@@ -119,12 +154,15 @@ impl ZkEnsemble {
             std::fs::create_dir_all(&data)
                 .map_err(|e| format!("cannot create {}: {e}", data.display()))?;
             std::fs::write(data.join("myid"), format!("{sid}\n")).map_err(|e| e.to_string())?;
-            // ZooKeeper's defaults except: loopback only, no admin HTTP server, `srvr`
-            // allowed (the only way we read the mode).
+            // ZooKeeper's defaults except the timing given, loopback only, no admin HTTP
+            // server, `srvr` allowed (the only way we read the mode).
             let cfg = format!(
-                "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={data}\n\
+                "tickTime={tick}\ninitLimit={init}\nsyncLimit={sync}\ndataDir={data}\n\
                  clientPort={client}\nclientPortAddress={host}\nadmin.enableServer=false\n\
                  4lw.commands.whitelist=srvr\n{server_lines}",
+                tick = timing.tick_ms,
+                init = timing.init_limit,
+                sync = timing.sync_limit,
                 data = data.display(),
                 client = voter.client_port,
                 host = voter.host,
@@ -199,6 +237,15 @@ impl ZkEnsemble {
         }
     }
 
+    /// Sends `signal` (as `kill` takes it: `-STOP`, `-CONT`, …) to server `sid`, if running.
+    pub(crate) fn signal(&self, sid: u64, signal: &str) {
+        if let Some(child) = &self.server(sid).child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Whether server `sid` was started and not killed.
     pub(crate) fn is_running(&self, sid: u64) -> bool {
         self.server(sid).child.is_some()
@@ -221,6 +268,20 @@ impl ZkEnsemble {
         } else {
             ZkMode::NotServing
         })
+    }
+
+    /// One poll of the servers `sids`: the leader, if one of them says it leads and all
+    /// others say they follow.
+    pub(crate) fn agreed_leader(&self, sids: &[u64]) -> Option<u64> {
+        let mut leader = None;
+        for &sid in sids {
+            match self.mode(sid)? {
+                ZkMode::Leader if leader.is_none() => leader = Some(sid),
+                ZkMode::Follower => {}
+                _ => return None,
+            }
+        }
+        leader
     }
 
     /// Polls the running servers every `poll` until one says it leads and every other
