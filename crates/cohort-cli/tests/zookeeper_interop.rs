@@ -223,3 +223,46 @@ fn cohort_voter_follows_zookeeper_leaders_in_a_mixed_ensemble() {
     );
     rt.block_on(cohort.shutdown());
 }
+
+/// Four ZooKeeper servers with a history and a cohort voter (sid 5, lower zxid): the cohort
+/// voter, started after the ZooKeeper servers have a leader, joins it as a follower.
+/// After the ZooKeeper leader is killed the three other ZooKeeper servers still make a ZAB
+/// quorum (3 of 5), so the new leader serves and stays; the cohort voter follows that
+/// same leader, steadily.
+#[test]
+fn cohort_voter_joins_and_follows_a_zookeeper_majority() {
+    let voters: Vec<ZkVoter> = (1..=5).map(|sid| ZkVoter::loopback(23200, sid)).collect();
+    let zk_sids = [1, 2, 3, 4];
+    let mut zk = ZkEnsemble::with_timing(&tmp(), &voters, &zk_sids, MIXED_TIMING).unwrap();
+    give_history(&mut zk, &zk_sids);
+    zk.start_all().unwrap();
+    let (leader, _) = zk
+        .wait_leader(&zk_sids, Duration::from_secs(60), POLL)
+        .unwrap();
+
+    let rt = runtime();
+    let cohort = rt
+        .block_on(Election::start(cohort_options(&voters, 5, 5)))
+        .unwrap();
+    let rec = Recorder::start(&rt, &cohort);
+    // An established ensemble: the cohort voter learns the leader from the answers.
+    let (_, first) = rec.wait_following(leader, 0, Duration::from_secs(30));
+
+    zk.kill9(leader);
+    let rest: Vec<u64> = zk_sids.into_iter().filter(|&s| s != leader).collect();
+    let (new_leader, _) = zk
+        .wait_leader(&rest, Duration::from_secs(60), POLL)
+        .unwrap();
+    assert_ne!(new_leader, leader);
+    let (t_follow, second) =
+        rec.wait_following(new_leader, first.election_epoch, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rec.changes_after(t_follow),
+        Vec::<Leadership>::new(),
+        "the cohort voter left its ZooKeeper leader"
+    );
+    assert_eq!(rec.latest(), second);
+    assert_eq!(zk.agreed_leader(&rest), Some(new_leader));
+    rt.block_on(cohort.shutdown());
+}
