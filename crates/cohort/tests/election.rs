@@ -1,5 +1,6 @@
-//! Leader election on loopback TCP (ports 23600-23629): three and five voters elect one
-//! leader; when the leader stops, the others elect a new one; a restarted voter joins.
+//! Leader election on loopback TCP (ports 23600-23632): three and five voters elect one
+//! leader; when the leader stops, the others elect a new one; a restarted voter joins; a
+//! lower sid that dials in gets the connection we hold to it probed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,4 +96,116 @@ async fn five_voters_survive_two_failures_not_three() {
     for x in e.into_iter().flatten() {
         x.shutdown().await;
     }
+}
+
+/// Reads the next notification from a kept election connection, or `None` after `wait`.
+async fn next_notification(
+    stream: &mut tokio::net::TcpStream,
+    decoder: &mut cohort_proto::wire::zookeeper::FrameDecoder,
+    wait: Duration,
+) -> Option<cohort_proto::wire::zookeeper::Notification> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(body) = decoder.next_frame().expect("valid frame") {
+            return Some(
+                cohort_proto::wire::zookeeper::Notification::decode(&body)
+                    .expect("valid notification"),
+            );
+        }
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .ok()?
+            .expect("read");
+        assert!(n > 0, "the voter closed the connection");
+        decoder.extend(&buf[..n]);
+    }
+}
+
+/// A lower sid dials a higher one only when it has no connection to it. If the higher one
+/// still holds one (dead at the lower end after a partition, unnoticed because nothing was
+/// sent), it must write on it so that a dead one resets and gets replaced; else the two
+/// stay disconnected. Here a fake sid 1 keeps the connection but dials anyway: the voter,
+/// silent until then, re-sends its last notification on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_sid_dialling_in_gets_the_held_connection_probed() {
+    use bytes::BytesMut;
+    use cohort_proto::wire::zookeeper::{
+        CURRENT_VERSION, ConnectionHeader, FrameDecoder, Notification, encode_frame,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let base = 23630;
+    let fake = tokio::net::TcpListener::bind(("127.0.0.1", base + 1))
+        .await
+        .expect("bind the fake voter");
+    let voter = start(base, 2, 2, 0).await;
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), fake.accept())
+        .await
+        .expect("sid 2 connects to the lower sid")
+        .expect("accept");
+    let mut raw = BytesMut::new();
+    let header = loop {
+        if let Some((h, used)) = ConnectionHeader::decode_prefix(&raw).expect("header") {
+            let _ = raw.split_to(used);
+            break h;
+        }
+        assert!(conn.read_buf(&mut raw).await.expect("read") > 0, "closed");
+    };
+    assert_eq!(header.sid, 2);
+    let mut decoder = FrameDecoder::new();
+    decoder.extend(&raw);
+    let send = |state: Role| {
+        let mut frame = BytesMut::new();
+        let n = Notification {
+            state,
+            leader: 1,
+            zxid: 5,
+            election_epoch: 1,
+            peer_epoch: 0,
+            version: CURRENT_VERSION,
+            config: bytes::Bytes::new(),
+        };
+        encode_frame(&n.to_bytes(), &mut frame);
+        frame
+    };
+    // A better vote makes sid 2 follow sid 1; one LEADING notification gets its ack, and
+    // then sid 2 has nothing more to say (one notification does not arm the silence
+    // watch of a ZooKeeper-style leader).
+    conn.write_all(&send(Role::Looking)).await.expect("write");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while voter.leadership().role != Role::Following {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            voter.leadership()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    conn.write_all(&send(Role::Leading)).await.expect("write");
+    let mut acked = false;
+    while let Some(n) = next_notification(&mut conn, &mut decoder, Duration::from_secs(1)).await {
+        acked |= n.state == Role::Following && n.leader == 1;
+    }
+    assert!(acked, "no FOLLOWING answer to LEADING");
+    assert_eq!(voter.leader(), Some(1));
+
+    // Sid 1 dials in (header, close), as if it had lost its end of the connection.
+    let mut dial = tokio::net::TcpStream::connect(("127.0.0.1", base + 2))
+        .await
+        .expect("dial sid 2");
+    let mut h = BytesMut::new();
+    ConnectionHeader {
+        sid: 1,
+        election_addr: format!("127.0.0.1:{}", base + 1),
+    }
+    .encode(&mut h);
+    dial.write_all(&h).await.expect("write header");
+    drop(dial);
+    let probe = next_notification(&mut conn, &mut decoder, Duration::from_secs(5))
+        .await
+        .expect("the held connection was not probed");
+    assert_eq!((probe.state, probe.leader), (Role::Following, 1));
+    voter.shutdown().await;
 }

@@ -157,6 +157,7 @@ impl Driver {
                     // Only connections initiated by the higher sid are kept: close this
                     // one and connect back.
                     drop(stream);
+                    self.probe(sid);
                     self.connect(sid);
                 } else {
                     self.install(sid, stream, leftover);
@@ -198,6 +199,26 @@ impl Driver {
         }
     }
 
+    /// A lower sid dials us only when it has no connection to us, so one we still hold
+    /// may be dead at its end (its kernel gave up on it during a partition, or its host
+    /// restarted) while ours, with nothing to send, never notices; we would never connect
+    /// back. Writing on it tells: a dead connection is answered with a reset and closes,
+    /// and we dial afresh; a live one (the peer's dial crossed ours) delivers our last
+    /// notification again, which is harmless.
+    fn probe(&mut self, sid: Sid) {
+        let Some(p) = self.peers.get_mut(&sid) else {
+            return;
+        };
+        match (&p.conn, &p.last_sent) {
+            (Some((_, tx)), Some(frame)) => {
+                let _ = tx.send(frame.clone());
+            }
+            // Nothing to probe with: replace it.
+            (Some(_), None) => p.conn = None,
+            (None, _) => {}
+        }
+    }
+
     fn connect(&mut self, sid: Sid) {
         let Some(p) = self.peers.get_mut(&sid) else {
             return;
@@ -217,11 +238,15 @@ impl Driver {
 
     fn install(&mut self, sid: Sid, stream: tokio::net::TcpStream, leftover: BytesMut) {
         self.generation += 1;
+        // Twice the silence timeout: a dead path ends the connection only after the
+        // election has already noticed, and a slow but working one is left alone.
+        let unacknowledged = self.core.config().leader_silence_timeout * 2;
         let tx = mesh::run_connection(
             sid,
             self.generation,
             stream,
             leftover,
+            unacknowledged,
             self.events_tx.clone(),
         );
         let Some(p) = self.peers.get_mut(&sid) else {
