@@ -1,0 +1,533 @@
+//! The TCP transport of the reliable channel (see the module docs of `reliable`).
+//!
+//! One task, the driver, owns the listener and the core, as with UDP. Each other member of
+//! the view has a link task that keeps one connection to it: the member with the lower id
+//! connects (and reconnects with back-off), the other accepts; both first send a
+//! [`Hello`] naming themselves, then one frame per datagram ([`wire::cohort::stream`]).
+//! The driver hands each link the datagrams for its member through a bounded queue and
+//! drops what does not fit (the core retransmits it, as it would a datagram the kernel
+//! dropped), so a slow or dead member never blocks the driver. Links hand what they read
+//! to the driver through one bounded queue, so a driver that falls behind stops the
+//! readers and TCP pushes back on the senders.
+//!
+//! [`wire::cohort::stream`]: cohort_proto::wire::cohort::stream
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cohort_proto::MemberId;
+use cohort_proto::group::View;
+use cohort_proto::reliable::{Destination, ReliableEvent};
+use cohort_proto::wire::cohort::stream::{FrameDecoder, Hello, encode_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, trace};
+
+use super::{ReliableChannelConfig, ReliableChannelStats, ReliableStartError, Shared};
+
+/// Datagrams waiting to be written to one member. Beyond this they are dropped: the core's
+/// flow control bounds what is in flight, so only a member that stopped reading fills it.
+const SEND_QUEUE: usize = 1024;
+/// Datagrams read from all connections, waiting for the driver.
+const RECV_QUEUE: usize = 1024;
+/// Datagrams fed to the core before its outputs are handled.
+const RECV_BATCH: usize = 256;
+/// Datagrams a link writes with one system call, at most.
+const WRITE_BATCH: usize = 64;
+/// Room made in a connection's receive buffer before each read.
+const READ_RESERVE: usize = 64 * 1024;
+/// How long connecting and the hello exchange may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest wait before connecting again after a failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Counters of the TCP transport (all zero over UDP).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Connections that completed the hello exchange, reconnections included.
+    pub connected: u64,
+    /// Connections that ended after the hello exchange.
+    pub disconnected: u64,
+    /// Connections closed because the hello was malformed, missing or named the wrong
+    /// member (or one that should have waited to be called).
+    pub bad_hello: u64,
+    /// Connections closed because a frame length was 0 or too large.
+    pub bad_frame: u64,
+    /// Datagrams dropped because a member's send queue was full (also in
+    /// [`send_errors`](super::ReliableChannelStats::send_errors)).
+    pub queue_full: u64,
+}
+
+/// Opens the listening socket on the member's own address.
+pub(super) fn listen(local: SocketAddr) -> Result<TcpListener, ReliableStartError> {
+    let open = || {
+        let socket = match local {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // A restarted member takes its port back while old connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(local)?;
+        socket.listen(1024)
+    };
+    open().map_err(|source| ReliableStartError::Bind {
+        addr: local,
+        source,
+    })
+}
+
+/// A new connection with its hello read, and the bytes that came after it.
+struct Conn {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    /// Accepted connections answer the caller's hello with ours.
+    hello_owed: bool,
+}
+
+/// An accepted connection whose hello was read, for the driver to give to its link.
+struct Accepted {
+    hello: Hello,
+    conn: Conn,
+}
+
+/// The driver's end of a link task.
+struct Link {
+    addr: SocketAddr,
+    out: mpsc::Sender<Bytes>,
+    /// Set if the member connects to us: where its connections go.
+    accepted: Option<mpsc::Sender<Conn>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Closes the connection: the member left the view, or the channel closed.
+        self.task.abort();
+    }
+}
+
+fn count(shared: &Shared, f: impl FnOnce(&mut ReliableChannelStats)) {
+    f(&mut shared.counters.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    config: ReliableChannelConfig,
+    listener: TcpListener,
+    mut views: watch::Receiver<Option<View>>,
+) {
+    let local = shared.core().local();
+    let (frames_tx, mut frames) = mpsc::channel(RECV_QUEUE);
+    let (accepted_tx, mut accepted) = mpsc::channel(64);
+    let mut driver = Driver {
+        hello: Hello {
+            member: local,
+            listen: shared.local_addr,
+        },
+        shared,
+        config,
+        links: HashMap::new(),
+        frames: frames_tx,
+        outgoing: Vec::new(),
+    };
+    // The channel installed the first view; the driver needs its members.
+    if let Some(view) = &*views.borrow() {
+        driver.follow(view);
+    }
+    let mut received = Vec::with_capacity(RECV_BATCH);
+    let mut views_open = true;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = views.changed(), if views_open => match changed {
+                Ok(()) => {
+                    let view = views.borrow_and_update().clone();
+                    if let Some(view) = view {
+                        driver.shared.core().install_view(&view, Instant::now());
+                        driver.follow(&view);
+                    }
+                }
+                Err(_) => views_open = false,
+            },
+            r = listener.accept() => match r {
+                Ok((stream, from)) => {
+                    trace!(%from, "reliable tcp: connection accepted");
+                    tokio::spawn(read_hello_of(stream, accepted_tx.clone(), driver.shared.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: do not spin on it.
+                    debug!(error = %e, "reliable tcp: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(a) = accepted.recv() => driver.attach(a),
+            _ = frames.recv_many(&mut received, RECV_BATCH) => {}
+            () = driver.shared.wake_driver.notified() => {}
+            () = sleep => {}
+        }
+        while received.len() < RECV_BATCH {
+            let Ok(frame) = frames.try_recv() else { break };
+            received.push(frame);
+        }
+        deadline = driver.step(&mut received);
+        driver.send();
+    }
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    config: ReliableChannelConfig,
+    hello: Hello,
+    links: HashMap<MemberId, Link>,
+    frames: mpsc::Sender<(MemberId, Bytes)>,
+    outgoing: Vec<(Destination, Bytes)>,
+}
+
+impl Driver {
+    /// Keeps a link to every other member of `view` and closes the others.
+    fn follow(&mut self, view: &View) {
+        let local = self.hello.member;
+        let members: HashMap<MemberId, SocketAddr> = view
+            .members
+            .iter()
+            .filter(|m| m.id != local)
+            .map(|m| (m.id, self.config.udp_addr(m.addr)))
+            .collect();
+        self.links
+            .retain(|id, link| members.get(id).is_some_and(|addr| *addr == link.addr));
+        for (id, addr) in members {
+            if !self.links.contains_key(&id) {
+                let link = self.start_link(id, addr);
+                self.links.insert(id, link);
+            }
+        }
+    }
+
+    fn start_link(&self, peer: MemberId, addr: SocketAddr) -> Link {
+        let (out, out_rx) = mpsc::channel(SEND_QUEUE);
+        // The lower id calls, so two members keep one connection.
+        let dial = self.hello.member < peer;
+        let (accepted, accepted_rx) = if dial {
+            (None, None)
+        } else {
+            let (tx, rx) = mpsc::channel(2);
+            (Some(tx), Some(rx))
+        };
+        let task = tokio::spawn(
+            LinkTask {
+                peer,
+                dial: dial.then_some(addr),
+                hello: self.hello,
+                out: out_rx,
+                accepted: accepted_rx,
+                frames: self.frames.clone(),
+                shared: self.shared.clone(),
+            }
+            .run(),
+        );
+        Link {
+            addr,
+            out,
+            accepted,
+            task,
+        }
+    }
+
+    /// Gives an accepted connection to the link of the member its hello names.
+    fn attach(&mut self, a: Accepted) {
+        let from = a.hello.member;
+        match self.links.get(&from) {
+            Some(Link {
+                accepted: Some(tx), ..
+            }) => {
+                // Full only if the member called twice in a moment: it calls again.
+                let _ = tx.try_send(a.conn);
+            }
+            Some(_) => {
+                debug!(%from, "reliable tcp: a higher id called; it should wait to be called");
+                count(&self.shared, |c| c.tcp.bad_hello += 1);
+            }
+            None => {
+                trace!(%from, listen = %a.hello.listen, "reliable tcp: hello from a non-member");
+                count(&self.shared, |c| c.unknown_source += 1);
+            }
+        }
+    }
+
+    /// Feeds the received datagrams and the clock to the core and collects its outputs.
+    /// Returns the next deadline.
+    fn step(&mut self, received: &mut Vec<(MemberId, Bytes)>) -> Option<Instant> {
+        let mut unknown = 0;
+        let datagrams = received.len() as u64;
+        let mut credit = false;
+        let deadline;
+        let delivered;
+        {
+            let mut core = self.shared.core();
+            let now = Instant::now();
+            let before = core.stats().delivered;
+            for (from, datagram) in received.drain(..) {
+                // A link's last frames may arrive after its member left the view.
+                if !self.links.contains_key(&from) {
+                    unknown += 1;
+                    continue;
+                }
+                if let Err(e) = core.handle_datagram(from, datagram, now) {
+                    debug!(%from, error = %e, "reliable tcp: datagram dropped");
+                }
+            }
+            if core.poll_timeout().is_some_and(|t| t <= now) {
+                core.handle_timeout(now);
+            }
+            core.flush(now);
+            while let Some(t) = core.poll_transmit() {
+                self.outgoing.push((t.to, t.datagram));
+            }
+            while let Some(ReliableEvent::CreditAvailable { .. }) = core.poll_event() {
+                credit = true;
+            }
+            delivered = core.stats().delivered != before;
+            deadline = core.poll_timeout();
+        }
+        if credit {
+            self.shared.credit.notify_waiters();
+        }
+        if delivered {
+            self.shared.deliveries.notify_waiters();
+        }
+        count(&self.shared, |c| {
+            c.unknown_source += unknown;
+            c.datagrams_received += datagrams;
+        });
+        deadline
+    }
+
+    /// Queues what the core produced on the links, never waiting.
+    fn send(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let (mut sent, mut full) = (0, 0);
+        let mut queue = |link: &Link, datagram: Bytes| match link.out.try_send(datagram) {
+            Ok(()) => sent += 1,
+            Err(_) => full += 1,
+        };
+        for (to, datagram) in self.outgoing.drain(..) {
+            match to {
+                Destination::Group => {
+                    for link in self.links.values() {
+                        queue(link, datagram.clone());
+                    }
+                }
+                Destination::Member(id) => {
+                    if let Some(link) = self.links.get(&id) {
+                        queue(link, datagram);
+                    }
+                }
+            }
+        }
+        count(&self.shared, |c| {
+            c.datagrams_sent += sent;
+            c.send_errors += full;
+            c.tcp.queue_full += full;
+        });
+    }
+}
+
+/// Reads the hello of an accepted connection and hands the connection to the driver.
+async fn read_hello_of(mut stream: TcpStream, driver: mpsc::Sender<Accepted>, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let mut decoder = FrameDecoder::new();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut stream, &mut decoder)).await {
+        Ok(Ok(hello)) => {
+            let conn = Conn {
+                stream,
+                decoder,
+                hello_owed: true,
+            };
+            let _ = driver.send(Accepted { hello, conn }).await;
+        }
+        Ok(Err(e)) => {
+            debug!(error = %e, "reliable tcp: bad hello");
+            count(&shared, |c| c.tcp.bad_hello += 1);
+        }
+        Err(_) => count(&shared, |c| c.tcp.bad_hello += 1),
+    }
+}
+
+/// Reads frames until the first one, which must be a hello; what follows it stays in
+/// `decoder`.
+async fn read_hello(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> io::Result<Hello> {
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    loop {
+        if let Some(body) = decoder.next_frame().map_err(invalid)? {
+            return Hello::decode(&body).map_err(invalid);
+        }
+        decoder.buffer_mut().reserve(256);
+        if stream.read_buf(decoder.buffer_mut()).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Keeps the connection to one member.
+struct LinkTask {
+    peer: MemberId,
+    /// The member's address if we call it; `None` if it calls us.
+    dial: Option<SocketAddr>,
+    hello: Hello,
+    out: mpsc::Receiver<Bytes>,
+    accepted: Option<mpsc::Receiver<Conn>>,
+    frames: mpsc::Sender<(MemberId, Bytes)>,
+    shared: Arc<Shared>,
+}
+
+impl LinkTask {
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        let mut next = None;
+        loop {
+            let conn = if let Some(conn) = next.take() {
+                conn
+            } else if let Some(addr) = self.dial {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.call(addr)).await {
+                    Ok(Ok(conn)) => {
+                        backoff = MIN_BACKOFF;
+                        conn
+                    }
+                    failed => {
+                        if let Ok(Err(e)) = failed {
+                            trace!(peer = %self.peer, %addr, error = %e, "reliable tcp: connect failed");
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            } else if let Some(accepted) = &mut self.accepted {
+                match accepted.recv().await {
+                    Some(conn) => conn,
+                    None => return,
+                }
+            } else {
+                return;
+            };
+            count(&self.shared, |c| c.tcp.connected += 1);
+            next = self.serve(conn).await;
+            count(&self.shared, |c| c.tcp.disconnected += 1);
+        }
+    }
+
+    /// Connects, sends our hello and checks that the right member answers.
+    async fn call(&self, addr: SocketAddr) -> io::Result<Conn> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut hello = BytesMut::new();
+        self.hello.encode_framed(&mut hello);
+        stream.write_all(&hello).await?;
+        let mut decoder = FrameDecoder::new();
+        let answer = read_hello(&mut stream, &mut decoder).await;
+        match answer {
+            Ok(h) if h.member == self.peer => Ok(Conn {
+                stream,
+                decoder,
+                hello_owed: false,
+            }),
+            Ok(h) => {
+                count(&self.shared, |c| c.tcp.bad_hello += 1);
+                Err(io::Error::other(format!("{addr} is member {}", h.member)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                count(&self.shared, |c| c.tcp.bad_hello += 1);
+                Err(e)
+            }
+            // Closed without a word: the member does not have us in its view yet.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Carries datagrams both ways until the connection ends, or a newer connection from
+    /// the member replaces it (then returns that one).
+    async fn serve(&mut self, conn: Conn) -> Option<Conn> {
+        let Conn {
+            mut stream,
+            mut decoder,
+            hello_owed,
+        } = conn;
+        let (mut rd, mut wr) = stream.split();
+        let (peer, frames, shared) = (self.peer, &self.frames, &self.shared);
+        let reading = async {
+            loop {
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(frame)) => {
+                            if frames.send((peer, frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            debug!(%peer, error = %e, "reliable tcp: bad frame; closing");
+                            count(shared, |c| c.tcp.bad_frame += 1);
+                            return;
+                        }
+                    }
+                }
+                decoder.buffer_mut().reserve(READ_RESERVE);
+                match rd.read_buf(decoder.buffer_mut()).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let out = &mut self.out;
+        let hello = self.hello;
+        let writing = async {
+            let mut buf = BytesMut::new();
+            if hello_owed {
+                hello.encode_framed(&mut buf);
+            }
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            loop {
+                if !buf.is_empty() {
+                    if wr.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                    buf.clear();
+                }
+                if out.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+                    return;
+                }
+                for datagram in batch.drain(..) {
+                    encode_frame(&datagram, &mut buf);
+                }
+            }
+        };
+        let accepted = &mut self.accepted;
+        let replaced = async {
+            match accepted {
+                Some(accepted) => accepted.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = reading => None,
+            () = writing => None,
+            // The member called again (it restarted its side): the old connection is dead.
+            Some(conn) = replaced => Some(conn),
+        }
+    }
+}
