@@ -4,7 +4,9 @@
 //! `1=127.0.0.1:3888` (election port only) or `1=127.0.0.1:2888:3888` (quorum and election
 //! port, as ZooKeeper writes them; the quorum port only goes into the config string sent
 //! with every notification). A line `zxid <n>` on stdin sets the voter's last applied
-//! position for its next vote.
+//! position for its next vote. With `--json`, every role change is a line
+//! `{"event":"role","sid","role","leader","election_epoch","t_ms","unix_us"}` (`t_ms`
+//! since the voter started, `unix_us` the wall clock).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -167,6 +169,8 @@ impl Printer {
                     "leader": l.leader,
                     "election_epoch": l.election_epoch,
                     "t_ms": (t_ms * 1000.0).round() / 1000.0,
+                    // Wall clock, comparable across processes (for perf-election).
+                    "unix_us": unix_us(),
                 })
             );
         } else {
@@ -202,6 +206,13 @@ impl Printer {
             println!("voter {} stopped", self.sid);
         }
     }
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Parses a stdin command: `zxid <n>` (decimal or 0x-hex).

@@ -36,6 +36,8 @@ enum Command {
     Perf(perf::PerfArgs),
     /// Measure group formation, crash and hang detection and idle cost against Serf.
     PerfGroup(perf::group::PerfGroupArgs),
+    /// Measure leader election (cold start, kill -9, hung leader) against ZooKeeper 3.8.
+    PerfElection(perf::election::PerfElectionArgs),
     /// Measure reliable group multicast throughput against JGroups and raw UDP.
     PerfMulticast(perf::multicast::PerfMulticastArgs),
     /// Run one member of a reliable multicast group with a fixed view (for tests and
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
             Command::Perf(args) => perf::run(args).await,
             Command::PerfSink(args) => perf::sink(args).await,
             Command::PerfGroup(args) => perf::group::run(args).await,
+            Command::PerfElection(args) => perf::election::run(args).await,
             Command::PerfMulticast(args) => perf::multicast::run(args).await,
             Command::Multicast(args) => perf::multicast::member::run(args).await,
         }

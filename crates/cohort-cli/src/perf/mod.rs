@@ -27,6 +27,7 @@
 //! [`report`] the tables and JSON.
 
 mod cohort_bench;
+pub(crate) mod election;
 pub(crate) mod group;
 pub(crate) mod multicast;
 mod netns;
@@ -36,6 +37,9 @@ mod report;
 mod sample;
 mod sink;
 mod tribes;
+// Shared with the ZooKeeper interop tests, which use other parts of it.
+#[allow(dead_code)]
+mod zookeeper;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -89,6 +89,24 @@ impl Proc {
         }
     }
 
+    /// The next stdout line already read, without waiting.
+    pub(super) fn try_line(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
+    /// `kill -9`, and reaps the process.
+    pub(super) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` as kill(1) takes it (`-STOP`, `-CONT`, …); returns once delivered.
+    pub(super) fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status();
+    }
+
     /// Closes stdin: the signal to stop.
     pub(super) fn close_stdin(&mut self) {
         drop(self.stdin.take());

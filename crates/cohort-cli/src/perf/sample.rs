@@ -157,3 +157,60 @@ pub(super) fn round(x: f64, decimals: i32) -> f64 {
     let f = 10f64.powi(decimals);
     (x * f).round() / f
 }
+
+/// Median, minimum and maximum of repeated measurements.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Spread {
+    /// The median (the mean of the middle two for an even count).
+    pub(super) median: f64,
+    /// The smallest value.
+    pub(super) min: f64,
+    /// The largest value.
+    pub(super) max: f64,
+    /// How many values.
+    pub(super) n: usize,
+}
+
+impl Spread {
+    /// The spread of `xs`; `None` when empty.
+    pub(super) fn of(xs: &[f64]) -> Option<Self> {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => v[n / 2],
+            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        };
+        Some(Self {
+            median,
+            min: v[0],
+            max: v[n - 1],
+            n,
+        })
+    }
+
+    /// As JSON, rounded to `decimals`.
+    pub(super) fn to_json(self, decimals: i32) -> Value {
+        json!({
+            "median": round(self.median, decimals),
+            "min": round(self.min, decimals),
+            "max": round(self.max, decimals),
+            "runs": self.n,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_of_odd_and_even_counts() {
+        let s = Spread::of(&[5.0, 1.0, 3.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (3.0, 1.0, 5.0, 3));
+        let s = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.5, 1.0, 4.0, 4));
+        assert_eq!(Spread::of(&[]), None);
+    }
+}
