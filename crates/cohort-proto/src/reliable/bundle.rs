@@ -133,6 +133,11 @@ impl Bundler {
         }
     }
 
+    /// True if some datagram is open (has records that a `close` would hand out).
+    pub(crate) fn has_open(&self) -> bool {
+        self.group.is_some() || self.members.iter().any(|(_, o)| !o.buf.is_empty())
+    }
+
     /// Forgets the open datagram for a member that left.
     pub(crate) fn forget(&mut self, id: &MemberId) {
         self.members.retain(|(m, _)| m != id);

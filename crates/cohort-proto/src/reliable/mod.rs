@@ -668,6 +668,20 @@ impl Reliable {
         Some(d)
     }
 
+    /// True if the runtime has work for the core now: datagrams waiting for
+    /// [`Reliable::poll_transmit`], records in open datagrams that [`Reliable::flush`]
+    /// would close, events for [`Reliable::poll_event`], or a deadline of
+    /// [`Reliable::poll_timeout`] that has passed (by the last time the core was given).
+    /// Consuming deliveries can create such work (it releases withheld acknowledgements
+    /// and credit of the local multicasts); a runtime needs to wake its I/O only then.
+    #[must_use]
+    pub fn has_pending_work(&self) -> bool {
+        !self.transmits.is_empty()
+            || !self.events.is_empty()
+            || self.bundler.has_open()
+            || self.poll_timeout().is_some_and(|t| t <= self.last_now)
+    }
+
     /// The next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ReliableEvent> {

@@ -192,7 +192,7 @@ impl Driver {
             shared.credit.notify_waiters();
         }
         if delivered {
-            shared.deliveries.notify_waiters();
+            shared.notify_deliveries();
         }
         let mut counters = shared.counters.lock().unwrap_or_else(|e| e.into_inner());
         counters.unknown_source += unknown;

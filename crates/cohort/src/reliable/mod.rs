@@ -1,4 +1,4 @@
-//! Reliable, ordered group messaging over UDP or TCP at run time (SPEC §5).
+//! Reliable, ordered group messaging over UDP at run time (SPEC §5).
 //!
 //! [`ReliableChannel`] drives the sans-IO core [`cohort_proto::reliable::Reliable`] with
 //! real sockets and a clock: a member multicasts to its view, and every member of the view
@@ -18,17 +18,6 @@
 //!   joined on [`interface`](ReliableChannelConfig::interface). A datagram for the whole
 //!   group is then sent once, to the group. Without it, the runtime sends one copy to each
 //!   other member of the view (fan-out).
-//!
-//! With [`transport`](ReliableChannelConfig::transport) set to [`Transport::Tcp`] there are
-//! no UDP sockets: the member listens on TCP at its own address and keeps one connection
-//! to each other member of the view (the lower member id calls, and calls again with
-//! back-off when the connection drops; connections to members that left the view are
-//! closed). A connection starts with a hello from each side naming its member, then
-//! carries one length-prefixed frame per datagram
-//! ([`wire::cohort::stream`](cohort_proto::wire::cohort::stream)); a group datagram is
-//! written to every connection, as with fan-out. The protocol is the same as over UDP:
-//! datagrams lost with a dropped connection, or dropped because a member's send queue was
-//! full, are repaired by NAKs and stability gossip.
 //!
 //! # Addresses
 //!
@@ -50,10 +39,10 @@
 
 mod driver;
 mod socket;
-mod tcp;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -65,7 +54,6 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use cohort_proto::reliable::{Delivery, ReliableConfig, ReliableStats};
-pub use tcp::TcpStats;
 
 /// The default [`port_offset`](ReliableChannelConfig::port_offset) between a node's TCP
 /// receiver port and its reliable UDP port.
@@ -74,10 +62,8 @@ pub const DEFAULT_PORT_OFFSET: u16 = 100;
 /// Settings of a [`ReliableChannel`].
 #[derive(Debug, Clone)]
 pub struct ReliableChannelConfig {
-    /// How datagrams travel: UDP (the default) or TCP.
-    pub transport: Transport,
     /// The multicast group and port, or `None` to send group datagrams to every member
-    /// by unicast (fan-out). UDP only: must be `None` with [`Transport::Tcp`].
+    /// by unicast (fan-out).
     pub multicast: Option<SocketAddrV4>,
     /// The interface to multicast on and to join the group on (the node's address).
     pub interface: Ipv4Addr,
@@ -93,7 +79,6 @@ pub struct ReliableChannelConfig {
 impl Default for ReliableChannelConfig {
     fn default() -> Self {
         Self {
-            transport: Transport::Udp,
             multicast: None,
             interface: Ipv4Addr::LOCALHOST,
             port_offset: DEFAULT_PORT_OFFSET,
@@ -103,20 +88,8 @@ impl Default for ReliableChannelConfig {
     }
 }
 
-/// How a [`ReliableChannel`] carries its datagrams (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP datagrams: multicast when [`multicast`](ReliableChannelConfig::multicast) is
-    /// set, else one copy per member (fan-out).
-    #[default]
-    Udp,
-    /// One TCP connection per pair of members, each datagram a length-prefixed frame.
-    Tcp,
-}
-
 impl ReliableChannelConfig {
-    /// The UDP (or, over TCP, listening) address of a member whose view address is
-    /// `view_addr`.
+    /// The UDP address of a member whose view address is `view_addr`.
     pub fn udp_addr(&self, view_addr: SocketAddr) -> SocketAddr {
         SocketAddr::new(
             view_addr.ip(),
@@ -134,8 +107,8 @@ pub enum ReliableStartError {
     /// The local member is not in the view it was started with, so its address is unknown.
     #[error("the local member {0} is not in the view")]
     NotInView(MemberId),
-    /// The unicast socket (or, over TCP, the listening socket) could not be bound.
-    #[error("cannot bind the reliable socket on {addr}: {source}")]
+    /// The unicast socket could not be bound.
+    #[error("cannot bind the reliable UDP socket on {addr}: {source}")]
     Bind {
         /// The address tried.
         addr: SocketAddr,
@@ -152,9 +125,6 @@ pub enum ReliableStartError {
         /// The error.
         source: std::io::Error,
     },
-    /// A multicast group was configured with the TCP transport.
-    #[error("multicast is a UDP setting; it must be None with the TCP transport")]
-    MulticastOverTcp,
 }
 
 /// A send was refused.
@@ -181,8 +151,6 @@ pub struct ReliableChannelStats {
     pub datagrams_received: u64,
     /// Datagrams handed to the sockets (fan-out copies counted one by one).
     pub datagrams_sent: u64,
-    /// The TCP transport's counters.
-    pub tcp: TcpStats,
 }
 
 /// State shared by the handles and the driver.
@@ -194,6 +162,9 @@ struct Shared {
     credit: Notify,
     /// Deliveries are waiting.
     deliveries: Notify,
+    /// Receivers registered on `deliveries` (so producers of deliveries skip
+    /// `notify_waiters`, which takes a lock, when nobody waits).
+    receivers_waiting: AtomicUsize,
     /// The driver stopped (closed or failed).
     closed: std::sync::atomic::AtomicBool,
     counters: Mutex<ReliableChannelStats>,
@@ -208,14 +179,34 @@ impl Shared {
     }
 
     fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Acquire)
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Wakes the receivers waiting for deliveries. Call it after queueing deliveries and
+    /// releasing the core's lock: a receiver counts itself in `receivers_waiting` before
+    /// it looks at the queue under that lock, so it is either seen here or sees the
+    /// deliveries.
+    fn notify_deliveries(&self) {
+        if self.receivers_waiting.load(Ordering::SeqCst) > 0 {
+            self.deliveries.notify_waiters();
+        }
     }
 }
 
-/// The sockets of the configured transport, open before the driver starts.
-enum Io {
-    Udp(socket::Sockets),
-    Tcp(tokio::net::TcpListener),
+/// Counts a waiting receiver in [`Shared::receivers_waiting`] while it lives.
+struct WaitingReceiver<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingReceiver<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for WaitingReceiver<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Stops the driver when the last handle goes.
@@ -231,8 +222,8 @@ impl Drop for Owner {
     }
 }
 
-/// A member's reliable, ordered messaging over UDP or TCP. Cheap to clone; the channel stops
-/// when [`close`](Self::close) is called or the last clone is dropped.
+/// A member's reliable, ordered messaging over UDP. Cheap to clone; the channel stops when
+/// [`close`](Self::close) is called or the last clone is dropped.
 ///
 /// ```no_run
 /// # async fn demo(node: cohort::Node) -> Result<(), Box<dyn std::error::Error>> {
@@ -280,27 +271,19 @@ impl ReliableChannel {
             core.install_view(view, now);
         }
         let local_addr = config.udp_addr(view_addr);
-        let io = match config.transport {
-            Transport::Udp => Io::Udp(socket::Sockets::open(&config, local_addr)?),
-            Transport::Tcp if config.multicast.is_some() => {
-                return Err(ReliableStartError::MulticastOverTcp);
-            }
-            Transport::Tcp => Io::Tcp(tcp::listen(local_addr)?),
-        };
+        let sockets = socket::Sockets::open(&config, local_addr)?;
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             wake_driver: Notify::new(),
             credit: Notify::new(),
             deliveries: Notify::new(),
+            receivers_waiting: AtomicUsize::new(0),
             closed: false.into(),
             counters: Mutex::new(ReliableChannelStats::default()),
             local_addr,
             deliver_own: config.core.deliver_own,
         });
-        let task = match io {
-            Io::Udp(sockets) => tokio::spawn(driver::run(shared.clone(), config, sockets, views)),
-            Io::Tcp(listener) => tokio::spawn(tcp::run(shared.clone(), config, listener, views)),
-        };
+        let task = tokio::spawn(driver::run(shared.clone(), config, sockets, views));
         Ok(Self {
             shared,
             owner: Arc::new(Owner {
@@ -361,58 +344,138 @@ impl ReliableChannel {
             .await
     }
 
+    /// Multicasts every payload of `payloads`, in order, as if each were given to
+    /// [`multicast`](Self::multicast) in turn, but taking the core's lock and waking the
+    /// driver once per run of messages the flow-control window admits rather than once
+    /// per message: the way to send a burst. Waits while the window is full. If one is
+    /// refused (too large, not in a view) or the channel closes, the messages before it
+    /// were sent and it and the rest were not; the same holds if the future is dropped
+    /// while it waits for credit.
+    pub async fn multicast_many<I>(&self, payloads: I) -> Result<(), ReliableSendError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+    {
+        let mut payloads = payloads.into_iter().map(Into::into).peekable();
+        let mut waited = false;
+        while payloads.peek().is_some() {
+            // Registered before trying (once a try failed), so credit returned in between
+            // is not missed; the first try skips it, which is the common case.
+            let mut credit = pin!(self.shared.credit.notified());
+            if waited {
+                credit.as_mut().enable();
+            }
+            if self.shared.is_closed() {
+                return Err(ReliableSendError::Closed);
+            }
+            let mut sent = 0usize;
+            let result = {
+                let mut core = self.shared.core();
+                let now = Instant::now();
+                loop {
+                    let Some(next) = payloads.peek() else {
+                        break Ok(());
+                    };
+                    if core.can_multicast(next.len()) {
+                        let payload = payloads.next().unwrap_or_default();
+                        if let Err(e) = core.multicast(payload, SendOpts::default(), now) {
+                            break Err(e);
+                        }
+                        sent += 1;
+                    } else {
+                        // Refused: let the core record why (and that credit is awaited).
+                        let next = next.clone();
+                        match core.multicast(next, SendOpts::default(), now) {
+                            Ok(()) => {
+                                payloads.next();
+                                sent += 1;
+                            }
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+            };
+            if sent > 0 {
+                self.sent_something();
+            }
+            match result {
+                Ok(()) => return Ok(()),
+                Err(core::SendError::NoCredit) if waited || sent > 0 => {
+                    // What is queued must go out for credit to come back.
+                    self.shared.wake_driver.notify_one();
+                    if waited {
+                        credit.await;
+                    }
+                    waited = true;
+                }
+                Err(core::SendError::NoCredit) => waited = true,
+                Err(e) => return Err(ReliableSendError::Refused(e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn send_with(
         &self,
         mut send: impl FnMut(&mut Reliable, Instant) -> Result<(), core::SendError>,
     ) -> Result<(), ReliableSendError> {
+        let mut waited = false;
         loop {
-            // Registered before trying, so credit returned in between is not missed.
+            // Registered before trying (once a try failed), so credit returned in between
+            // is not missed; the first try skips it, which is the common case.
             let mut credit = pin!(self.shared.credit.notified());
-            credit.as_mut().enable();
+            if waited {
+                credit.as_mut().enable();
+            }
             if self.shared.is_closed() {
                 return Err(ReliableSendError::Closed);
             }
             let result = send(&mut self.shared.core(), Instant::now());
             match result {
                 Ok(()) => {
-                    self.shared.wake_driver.notify_one();
-                    if self.shared.deliver_own {
-                        self.shared.deliveries.notify_waiters();
-                    }
+                    self.sent_something();
                     return Ok(());
                 }
                 Err(core::SendError::NoCredit) => {
-                    // What is queued must go out for credit to come back.
-                    self.shared.wake_driver.notify_one();
-                    credit.await;
+                    if waited {
+                        // What is queued must go out for credit to come back.
+                        self.shared.wake_driver.notify_one();
+                        credit.await;
+                    }
+                    waited = true;
                 }
                 Err(e) => return Err(ReliableSendError::Refused(e)),
             }
         }
     }
 
+    /// After a send: the driver has datagrams to close, and own multicasts may be
+    /// waiting for delivery.
+    fn sent_something(&self) {
+        self.shared.wake_driver.notify_one();
+        if self.shared.deliver_own {
+            self.shared.notify_deliveries();
+        }
+    }
+
     /// The next delivered message, waiting for one; `None` once the channel is closed.
     pub async fn recv(&self) -> Option<Delivery> {
-        loop {
-            let mut ready = pin!(self.shared.deliveries.notified());
-            ready.as_mut().enable();
-            if let Some(d) = self.try_recv() {
-                return Some(d);
-            }
-            if self.shared.is_closed() {
-                return None;
-            }
-            ready.await;
-        }
+        let mut out = Vec::with_capacity(1);
+        self.recv_many(&mut out, 1).await;
+        out.pop()
     }
 
     /// Moves up to `max` delivered messages into `out`, waiting until there is at least
     /// one. Returns how many; 0 once the channel is closed.
     pub async fn recv_many(&self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        // The first look skips registering as a waiter: under load there is something.
+        let mut waiting = None;
         loop {
             let mut ready = pin!(self.shared.deliveries.notified());
-            ready.as_mut().enable();
-            let n = {
+            if waiting.is_some() {
+                ready.as_mut().enable();
+            }
+            let (n, output) = {
                 let mut core = self.shared.core();
                 let mut n = 0;
                 while n < max {
@@ -420,24 +483,33 @@ impl ReliableChannel {
                     out.push(d);
                     n += 1;
                 }
-                n
+                (n, core.has_pending_work())
             };
             if n > 0 {
-                // Taking deliveries may release withheld acknowledgements.
-                self.shared.wake_driver.notify_one();
+                if output {
+                    // Taking deliveries may have released withheld acknowledgements.
+                    self.shared.wake_driver.notify_one();
+                }
                 return n;
             }
             if self.shared.is_closed() {
                 return 0;
             }
-            ready.await;
+            match waiting {
+                Some(_) => ready.await,
+                // Counted before the next look at the queue (see `notify_deliveries`).
+                None => waiting = Some(WaitingReceiver::new(&self.shared.receivers_waiting)),
+            }
         }
     }
 
     /// A delivered message if one is waiting.
     pub fn try_recv(&self) -> Option<Delivery> {
-        let d = self.shared.core().poll_delivery();
-        if d.is_some() {
+        let (d, output) = {
+            let mut core = self.shared.core();
+            (core.poll_delivery(), core.has_pending_work())
+        };
+        if d.is_some() && output {
             self.shared.wake_driver.notify_one();
         }
         d
@@ -475,8 +547,7 @@ impl ReliableChannel {
 
 impl Shared {
     fn mark_closed(&self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.closed.store(true, Ordering::Release);
         self.credit.notify_waiters();
         self.deliveries.notify_waiters();
     }
