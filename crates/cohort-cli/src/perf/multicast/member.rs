@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
-use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableConfig};
+use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableConfig, Transport};
 use cohort::{GroupMember, MemberId, View, ViewId};
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -33,16 +33,13 @@ use crate::perf::process::{cpu_ns, unix_us};
 /// Bytes at the start of every message: sender index, sequence number, send time (µs).
 pub(super) const HEADER: usize = 16;
 
-/// A sender hands its messages to the channel in bursts of about this many bytes.
-const SEND_BATCH_BYTES: usize = 64 << 10;
-
 /// Options of `cohort multicast`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct MemberArgs {
     /// This member's position in `--members`.
     #[arg(long)]
     pub(super) index: usize,
-    /// Every member's UDP address, in view order (the same list for every member).
+    /// Every member's UDP (or TCP) address, in view order (the same list for every member).
     #[arg(long, value_delimiter = ',', required = true)]
     pub(super) members: Vec<SocketAddr>,
     /// Multicast group and port; without it, group messages go to each member by unicast.
@@ -66,6 +63,28 @@ pub(crate) struct MemberArgs {
     /// Flow-control window in bytes (default: the protocol's).
     #[arg(long)]
     pub(super) credit_window: Option<usize>,
+    /// How the channel carries datagrams: `udp` (multicast with `--multicast`, else
+    /// fan-out) or `tcp` (one connection to each other member).
+    #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
+    pub(super) transport: TransportArg,
+}
+
+/// The values of `--transport`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TransportArg {
+    /// UDP multicast or fan-out.
+    Udp,
+    /// A TCP connection per pair of members.
+    Tcp,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Udp => Self::Udp,
+            TransportArg::Tcp => Self::Tcp,
+        }
+    }
 }
 
 /// The id of the member at `index` (a fixed view needs ids every member can compute).
@@ -95,6 +114,9 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
     } else {
         args.senders.clone()
     };
+    if args.transport == TransportArg::Tcp && (args.raw || args.multicast.is_some()) {
+        return Err("--transport tcp takes neither --raw nor --multicast".into());
+    }
     if args.raw {
         return raw(args, senders).await;
     }
@@ -129,6 +151,7 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
         core.max_retransmit_buffer = core.max_retransmit_buffer.max(window);
     }
     let config = ReliableChannelConfig {
+        transport: args.transport.into(),
         multicast: args.multicast,
         interface,
         port_offset: 0,
@@ -151,28 +174,17 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
         let ch = channel.clone();
         let (index, count, size) = (args.index as u32, args.count, args.size);
         tokio::spawn(async move {
-            // Messages go in bursts of up to 64 KiB, built in one buffer and handed over
-            // in one call: one allocation, one lock and one driver wake-up per burst.
-            let per_batch = (SEND_BATCH_BYTES / size).max(1) as u64;
             let padding = vec![0u8; size - HEADER];
-            let mut seq = 0;
-            while seq < count {
-                let n = per_batch.min(count - seq);
-                let mut buf = BytesMut::with_capacity(n as usize * size);
-                let now = unix_us();
-                for s in seq..seq + n {
-                    buf.put_u32(index);
-                    buf.put_u32(s as u32);
-                    buf.put_u64(now);
-                    buf.put_slice(&padding);
-                }
-                let buf = buf.freeze();
-                let msgs = (0..n as usize).map(|i| buf.slice(i * size..(i + 1) * size));
-                if let Err(e) = ch.multicast_many(msgs).await {
+            for seq in 0..count {
+                let mut msg = BytesMut::with_capacity(size);
+                msg.put_u32(index);
+                msg.put_u32(seq as u32);
+                msg.put_u64(unix_us());
+                msg.put_slice(&padding);
+                if let Err(e) = ch.multicast(msg.freeze()).await {
                     print(&json!({"event": "error", "error": e.to_string()}));
                     return;
                 }
-                seq += n;
             }
             print(&json!({"event": "sent", "elapsed_s": start.elapsed().as_secs_f64()}));
         });

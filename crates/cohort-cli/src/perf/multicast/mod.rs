@@ -17,6 +17,9 @@
 //! - **raw UDP**: the same bytes in datagrams of cohort's size multicast once, no
 //!   protocol (`cohort multicast --raw`): what arrives, per second.
 //!
+//! With `--transport tcp` only cohort runs, its channels over TCP (a connection per pair
+//! of members) instead of UDP.
+//!
 //! As root it runs itself inside a fresh network namespace whose `lo` routes multicast
 //! (`--no-netns` to stay in the current one, which then needs such a route).
 
@@ -61,6 +64,10 @@ pub(crate) struct PerfMulticastArgs {
     /// Use unicast fan-out instead of multicast (cohort and raw only).
     #[arg(long)]
     fan_out: bool,
+    /// cohort's transport: `udp`, or `tcp` (then cohort alone runs, JGroups and raw UDP
+    /// are skipped).
+    #[arg(long, value_enum, default_value_t = member::TransportArg::Udp)]
+    transport: member::TransportArg,
     /// Do not create a network namespace even when running as root.
     #[arg(long)]
     no_netns: bool,
@@ -136,18 +143,21 @@ pub(crate) async fn run(args: PerfMulticastArgs) -> CliResult {
     let jgroups = args.jgroups_peer.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/jgroups-perf/run.sh")
     });
+    let tcp = args.transport == member::TransportArg::Tcp;
     let mut impls = vec![Impl::Cohort];
-    if !args.no_jgroups {
+    if !args.no_jgroups && !tcp {
         impls.push(Impl::JGroups);
     }
-    if !args.no_raw {
+    if !args.no_raw && !tcp {
         impls.push(Impl::Raw);
     }
     println!(
         "perf-multicast: {} messages per scenario, best of {} run(s), {}",
         args.messages,
         args.runs,
-        if args.fan_out {
+        if tcp {
+            "TCP"
+        } else if args.fan_out {
             "unicast fan-out"
         } else {
             "multicast"
@@ -262,7 +272,9 @@ async fn scenario(
         };
         if imp != Impl::JGroups {
             cmd.arg("multicast").arg("--members").arg(addrs.join(","));
-            if !args.fan_out {
+            if args.transport == member::TransportArg::Tcp {
+                cmd.arg("--transport").arg("tcp");
+            } else if !args.fan_out {
                 cmd.arg("--multicast")
                     .arg(SocketAddrV4::new(GROUP, MCAST_PORT).to_string());
             }
