@@ -1,4 +1,4 @@
-//! Reliable, ordered group messaging over UDP at run time (SPEC §5).
+//! Reliable, ordered group messaging over UDP or TCP at run time (SPEC §5).
 //!
 //! [`ReliableChannel`] drives the sans-IO core [`cohort_proto::reliable::Reliable`] with
 //! real sockets and a clock: a member multicasts to its view, and every member of the view
@@ -18,6 +18,17 @@
 //!   joined on [`interface`](ReliableChannelConfig::interface). A datagram for the whole
 //!   group is then sent once, to the group. Without it, the runtime sends one copy to each
 //!   other member of the view (fan-out).
+//!
+//! With [`transport`](ReliableChannelConfig::transport) set to [`Transport::Tcp`] there are
+//! no UDP sockets: the member listens on TCP at its own address and keeps one connection
+//! to each other member of the view (the lower member id calls, and calls again with
+//! back-off when the connection drops; connections to members that left the view are
+//! closed). A connection starts with a hello from each side naming its member, then
+//! carries one length-prefixed frame per datagram
+//! ([`wire::cohort::stream`](cohort_proto::wire::cohort::stream)); a group datagram is
+//! written to every connection, as with fan-out. The protocol is the same as over UDP:
+//! datagrams lost with a dropped connection, or dropped because a member's send queue was
+//! full, are repaired by NAKs and stability gossip.
 //!
 //! # Addresses
 //!
@@ -39,6 +50,7 @@
 
 mod driver;
 mod socket;
+mod tcp;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::pin::pin;
@@ -54,6 +66,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use cohort_proto::reliable::{Delivery, ReliableConfig, ReliableStats};
+pub use tcp::TcpStats;
 
 /// The default [`port_offset`](ReliableChannelConfig::port_offset) between a node's TCP
 /// receiver port and its reliable UDP port.
@@ -62,8 +75,10 @@ pub const DEFAULT_PORT_OFFSET: u16 = 100;
 /// Settings of a [`ReliableChannel`].
 #[derive(Debug, Clone)]
 pub struct ReliableChannelConfig {
+    /// How datagrams travel: UDP (the default) or TCP.
+    pub transport: Transport,
     /// The multicast group and port, or `None` to send group datagrams to every member
-    /// by unicast (fan-out).
+    /// by unicast (fan-out). UDP only: must be `None` with [`Transport::Tcp`].
     pub multicast: Option<SocketAddrV4>,
     /// The interface to multicast on and to join the group on (the node's address).
     pub interface: Ipv4Addr,
@@ -79,6 +94,7 @@ pub struct ReliableChannelConfig {
 impl Default for ReliableChannelConfig {
     fn default() -> Self {
         Self {
+            transport: Transport::Udp,
             multicast: None,
             interface: Ipv4Addr::LOCALHOST,
             port_offset: DEFAULT_PORT_OFFSET,
@@ -88,8 +104,20 @@ impl Default for ReliableChannelConfig {
     }
 }
 
+/// How a [`ReliableChannel`] carries its datagrams (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP datagrams: multicast when [`multicast`](ReliableChannelConfig::multicast) is
+    /// set, else one copy per member (fan-out).
+    #[default]
+    Udp,
+    /// One TCP connection per pair of members, each datagram a length-prefixed frame.
+    Tcp,
+}
+
 impl ReliableChannelConfig {
-    /// The UDP address of a member whose view address is `view_addr`.
+    /// The UDP (or, over TCP, listening) address of a member whose view address is
+    /// `view_addr`.
     pub fn udp_addr(&self, view_addr: SocketAddr) -> SocketAddr {
         SocketAddr::new(
             view_addr.ip(),
@@ -107,8 +135,8 @@ pub enum ReliableStartError {
     /// The local member is not in the view it was started with, so its address is unknown.
     #[error("the local member {0} is not in the view")]
     NotInView(MemberId),
-    /// The unicast socket could not be bound.
-    #[error("cannot bind the reliable UDP socket on {addr}: {source}")]
+    /// The unicast socket (or, over TCP, the listening socket) could not be bound.
+    #[error("cannot bind the reliable socket on {addr}: {source}")]
     Bind {
         /// The address tried.
         addr: SocketAddr,
@@ -125,6 +153,9 @@ pub enum ReliableStartError {
         /// The error.
         source: std::io::Error,
     },
+    /// A multicast group was configured with the TCP transport.
+    #[error("multicast is a UDP setting; it must be None with the TCP transport")]
+    MulticastOverTcp,
 }
 
 /// A send was refused.
@@ -151,6 +182,8 @@ pub struct ReliableChannelStats {
     pub datagrams_received: u64,
     /// Datagrams handed to the sockets (fan-out copies counted one by one).
     pub datagrams_sent: u64,
+    /// The TCP transport's counters.
+    pub tcp: TcpStats,
 }
 
 /// State shared by the handles and the driver.
@@ -209,6 +242,12 @@ impl Drop for WaitingReceiver<'_> {
     }
 }
 
+/// The sockets of the configured transport, open before the driver starts.
+enum Io {
+    Udp(socket::Sockets),
+    Tcp(tokio::net::TcpListener),
+}
+
 /// Stops the driver when the last handle goes.
 struct Owner {
     task: Mutex<Option<JoinHandle<()>>>,
@@ -222,8 +261,8 @@ impl Drop for Owner {
     }
 }
 
-/// A member's reliable, ordered messaging over UDP. Cheap to clone; the channel stops when
-/// [`close`](Self::close) is called or the last clone is dropped.
+/// A member's reliable, ordered messaging over UDP or TCP. Cheap to clone; the channel stops
+/// when [`close`](Self::close) is called or the last clone is dropped.
 ///
 /// ```no_run
 /// # async fn demo(node: cohort::Node) -> Result<(), Box<dyn std::error::Error>> {
@@ -271,7 +310,13 @@ impl ReliableChannel {
             core.install_view(view, now);
         }
         let local_addr = config.udp_addr(view_addr);
-        let sockets = socket::Sockets::open(&config, local_addr)?;
+        let io = match config.transport {
+            Transport::Udp => Io::Udp(socket::Sockets::open(&config, local_addr)?),
+            Transport::Tcp if config.multicast.is_some() => {
+                return Err(ReliableStartError::MulticastOverTcp);
+            }
+            Transport::Tcp => Io::Tcp(tcp::listen(local_addr)?),
+        };
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             wake_driver: Notify::new(),
@@ -283,7 +328,10 @@ impl ReliableChannel {
             local_addr,
             deliver_own: config.core.deliver_own,
         });
-        let task = tokio::spawn(driver::run(shared.clone(), config, sockets, views));
+        let task = match io {
+            Io::Udp(sockets) => tokio::spawn(driver::run(shared.clone(), config, sockets, views)),
+            Io::Tcp(listener) => tokio::spawn(tcp::run(shared.clone(), config, listener, views)),
+        };
         Ok(Self {
             shared,
             owner: Arc::new(Owner {
