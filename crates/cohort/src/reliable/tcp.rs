@@ -13,7 +13,7 @@
 //! [`wire::cohort::stream`]: cohort_proto::wire::cohort::stream
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ use bytes::{Bytes, BytesMut};
 use cohort_proto::MemberId;
 use cohort_proto::group::View;
 use cohort_proto::reliable::{Destination, ReliableEvent};
-use cohort_proto::wire::cohort::stream::{FrameDecoder, Hello, encode_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use cohort_proto::wire::cohort::stream::{FRAME_PREFIX_LEN, FrameDecoder, Hello, frame_prefix};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -40,8 +40,9 @@ const RECV_QUEUE: usize = 1024;
 const RECV_BATCH: usize = 256;
 /// Datagrams a link writes with one system call, at most.
 const WRITE_BATCH: usize = 64;
-/// Room made in a connection's receive buffer before each read.
-const READ_RESERVE: usize = 64 * 1024;
+/// Room made in a connection's receive buffer before each read: several datagrams, so
+/// one read takes in what a burst brought.
+const READ_RESERVE: usize = 256 * 1024;
 /// How long connecting and the hello exchange may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and longest wait before connecting again after a failure.
@@ -496,24 +497,22 @@ impl LinkTask {
         let out = &mut self.out;
         let hello = self.hello;
         let writing = async {
-            let mut buf = BytesMut::new();
             if hello_owed {
+                let mut buf = BytesMut::new();
                 hello.encode_framed(&mut buf);
+                if wr.write_all(&buf).await.is_err() {
+                    return;
+                }
             }
             let mut batch = Vec::with_capacity(WRITE_BATCH);
             loop {
-                if !buf.is_empty() {
-                    if wr.write_all(&buf).await.is_err() {
-                        return;
-                    }
-                    buf.clear();
-                }
                 if out.recv_many(&mut batch, WRITE_BATCH).await == 0 {
                     return;
                 }
-                for datagram in batch.drain(..) {
-                    encode_frame(&datagram, &mut buf);
+                if write_frames(&mut wr, &batch).await.is_err() {
+                    return;
                 }
+                batch.clear();
             }
         };
         let accepted = &mut self.accepted;
@@ -530,4 +529,25 @@ impl LinkTask {
             Some(conn) = replaced => Some(conn),
         }
     }
+}
+
+/// Writes `frames`, each behind its length prefix, with vectored writes: the datagrams go
+/// from their own buffers to the kernel, not copied behind their prefixes first.
+async fn write_frames(wr: &mut (impl AsyncWrite + Unpin), frames: &[Bytes]) -> io::Result<()> {
+    let prefixes: Vec<[u8; FRAME_PREFIX_LEN]> =
+        frames.iter().map(|f| frame_prefix(f.len())).collect();
+    let mut slices: Vec<IoSlice<'_>> = prefixes
+        .iter()
+        .zip(frames)
+        .flat_map(|(p, f)| [IoSlice::new(p), IoSlice::new(f)])
+        .collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let n = wr.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }

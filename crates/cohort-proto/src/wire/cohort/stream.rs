@@ -47,9 +47,23 @@ pub fn encode_frame(body: &[u8], out: &mut BytesMut) {
         "frame body of {} bytes",
         body.len()
     );
+    let prefix = frame_prefix(body.len());
     out.reserve(FRAME_PREFIX_LEN + body.len());
-    out.put_u32(body.len() as u32);
+    out.put_slice(&prefix);
     out.put_slice(body);
+}
+
+/// The length prefix of a frame whose body is `body_len` bytes, for writers that send the
+/// body from its own buffer (vectored I/O) rather than copying it behind the prefix.
+///
+/// # Panics
+/// If `body_len` is 0 or over [`MAX_FRAME_LEN`], like [`encode_frame`].
+pub fn frame_prefix(body_len: usize) -> [u8; FRAME_PREFIX_LEN] {
+    assert!(
+        body_len != 0 && body_len <= MAX_FRAME_LEN,
+        "frame body of {body_len} bytes"
+    );
+    (body_len as u32).to_be_bytes()
 }
 
 /// Splits a connection's byte stream into frame bodies.
@@ -196,6 +210,7 @@ mod tests {
             assert_eq!(Hello::decode(&body).unwrap(), h);
             assert_eq!(dec.buffered(), 0);
         }
+        assert_eq!(frame_prefix(27), [0, 0, 0, 27]);
         let mut out = BytesMut::new();
         hello("127.0.0.1:258").encode_framed(&mut out);
         let mut expected = vec![0, 0, 0, 27, 0xC0, 0x4E, 1, 4];
