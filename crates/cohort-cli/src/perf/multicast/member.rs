@@ -306,7 +306,7 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> CliResult {
         std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
     };
     let group_socket = match args.multicast {
-        Some(group) => Some(raw_group_socket(group, interface)?),
+        Some(group) => Some(raw_group_socket(group, interface, local)?),
         None => None,
     };
     let s2 = socket2::SockRef::from(&socket);
@@ -328,6 +328,7 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> CliResult {
         }
     }
     let start = Instant::now();
+    let start_us = unix_us();
     let cpu_start = cpu_ns(std::process::id()).unwrap_or(0);
     let per_datagram = (60_000 / args.size).max(1);
     let datagram = Bytes::from(vec![0x5Au8; per_datagram * args.size]);
@@ -398,6 +399,9 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> CliResult {
         }
     }
     let elapsed = first.map_or(0.0, |f| (last - f).as_secs_f64());
+    // Wall-clock times of the first and last arrival, so the parent can take one window
+    // over all receivers.
+    let unix_of = |t: Instant| start_us + t.saturating_duration_since(start).as_micros() as u64;
     let cpu_s = cpu_ns(std::process::id())
         .unwrap_or(0)
         .saturating_sub(cpu_start) as f64
@@ -407,6 +411,8 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> CliResult {
         "delivered": received,
         "elapsed_s": elapsed,
         "since_go_s": start.elapsed().as_secs_f64(),
+        "first_us": first.map(unix_of),
+        "last_us": first.map(|_| unix_of(last)),
         "cpu_s": cpu_s,
         "errors": 0,
     }));
@@ -415,13 +421,40 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> CliResult {
     Ok(())
 }
 
-fn raw_group_socket(group: SocketAddrV4, interface: Ipv4Addr) -> std::io::Result<UdpSocket> {
+fn raw_group_socket(
+    group: SocketAddrV4,
+    interface: Ipv4Addr,
+    local: SocketAddr,
+) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     let _ = socket.set_recv_buffer_size(8 << 20);
     socket.set_reuse_address(true)?;
     socket.bind(&SocketAddr::V4(group).into())?;
     socket.join_multicast_v4(group.ip(), &interface)?;
+    if let SocketAddr::V4(own) = local {
+        // The channel drops its own multicasts in the kernel; so does the baseline.
+        let _ = drop_own_multicasts(&socket, own);
+    }
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
+}
+
+/// The same kernel filter as the reliable channel's multicast socket: drops datagrams from
+/// `own` (this member's multicasts looped back), so a sender does not copy them in.
+fn drop_own_multicasts(socket: &socket2::Socket, own: SocketAddrV4) -> std::io::Result<()> {
+    use socket2::SockFilter;
+    // Classic BPF (linux/filter.h): BPF_LD|BPF_W|BPF_ABS, BPF_LD|BPF_H|BPF_ABS,
+    // BPF_JMP|BPF_JEQ|BPF_K, BPF_RET|BPF_K; SKF_NET_OFF reaches the IPv4 header, offset 0
+    // is the UDP header.
+    const SKF_NET_OFF: i32 = -0x10_0000;
+    let program = [
+        SockFilter::new(0x20, 0, 0, (SKF_NET_OFF + 12) as u32),
+        SockFilter::new(0x15, 0, 3, u32::from(*own.ip())),
+        SockFilter::new(0x28, 0, 0, 0),
+        SockFilter::new(0x15, 0, 1, u32::from(own.port())),
+        SockFilter::new(0x06, 0, 0, 0),
+        SockFilter::new(0x06, 0, 0, u32::MAX),
+    ];
+    socket.attach_filter(&program)
 }

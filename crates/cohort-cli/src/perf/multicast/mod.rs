@@ -15,7 +15,9 @@
 //!   protocol on stdin/stdout, with the `udp.xml` shipped inside the jar, bound to
 //!   127.0.0.1;
 //! - **raw UDP**: the same bytes in datagrams of cohort's size multicast once, no
-//!   protocol (`cohort multicast --raw`): what arrives, per second.
+//!   protocol (`cohort multicast --raw`): what arrives at each receiver per second, in
+//!   group messages (with every member sending, a receiver's rate of the others'
+//!   messages times senders ÷ other senders, as a cohort member also delivers its own).
 //!
 //! With `--transport tcp` only cohort runs, its channels over TCP (a connection per pair
 //! of members) instead of UDP.
@@ -133,6 +135,8 @@ struct Outcome {
     p99_us: u64,
     cpu_cores: f64,
     errors: u64,
+    /// Raw UDP only: the share of the other senders' messages that reached a receiver.
+    arrived: Option<f64>,
 }
 
 pub(crate) async fn run(args: PerfMulticastArgs) -> CliResult {
@@ -201,6 +205,8 @@ pub(crate) async fn run(args: PerfMulticastArgs) -> CliResult {
                             o.cpu_cores,
                             if o.errors > 0 {
                                 format!("  {} ERRORS", o.errors)
+                            } else if let Some(a) = o.arrived {
+                                format!("  ({:.0} % arrived)", a * 100.0)
                             } else {
                                 String::new()
                             }
@@ -232,6 +238,7 @@ pub(crate) async fn run(args: PerfMulticastArgs) -> CliResult {
                         "latency_p99_us": o.p99_us,
                         "cpu_cores": o.cpu_cores,
                         "errors": o.errors,
+                        "arrived": o.arrived,
                     })).collect::<Vec<_>>(),
                     "ratios": ratios,
                 }));
@@ -337,19 +344,44 @@ async fn scenario(
         .map(|d| d["errors"].as_u64().unwrap_or(0))
         .sum::<u64>();
     let total = per_sender * senders.len() as u64;
+    let mut arrived_share = None;
     let (rate, cpu_window) = if imp == Impl::Raw {
-        // What each receiver got per second while datagrams arrived, averaged over the
-        // members that receive.
-        let rates: Vec<f64> = done
+        // What arrived at a receiver per second, averaged over the receivers, in one
+        // window from the first arrival anywhere to the last arrival anywhere (as
+        // cohort's figure ends with the slowest member). A raw member counts only the
+        // other senders' messages (its own do not come back to it), while cohort's
+        // figure counts every message of the group: scale by senders ÷ other senders to
+        // compare the same thing. Datagrams a receiver's socket dropped are not counted.
+        let receivers: Vec<(usize, &Value)> = done
             .iter()
-            .filter(|d| f(d, "delivered") > 0.0 && f(d, "elapsed_s") > 0.0)
-            .map(|d| f(d, "delivered") / f(d, "elapsed_s"))
+            .enumerate()
+            .filter(|(_, d)| f(d, "delivered") > 0.0 && d["first_us"].is_u64())
             .collect();
-        if rates.is_empty() {
+        if receivers.is_empty() {
             return Err("no raw datagram arrived".into());
         }
+        let us = |d: &Value, k: &str| d[k].as_u64().unwrap_or(0);
+        let first = receivers.iter().map(|(_, d)| us(d, "first_us")).min();
+        let last = receivers.iter().map(|(_, d)| us(d, "last_us")).max();
+        let span_s = last.zip(first).map_or(0, |(l, f)| l.saturating_sub(f)) as f64 / 1e6;
+        if span_s <= 0.0 {
+            return Err("raw datagrams arrived in no measurable time".into());
+        }
+        let arrived: f64 = receivers
+            .iter()
+            .map(|(i, d)| {
+                let others = senders.iter().filter(|s| **s != *i).count().max(1);
+                f(d, "delivered") * senders.len() as f64 / others as f64
+            })
+            .sum();
+        let expected: f64 = receivers
+            .iter()
+            .map(|(i, _)| (per_sender * senders.iter().filter(|s| **s != *i).count() as u64) as f64)
+            .sum();
+        let got: f64 = receivers.iter().map(|(_, d)| f(d, "delivered")).sum();
+        arrived_share = Some(got / expected.max(1.0));
         let window = done.iter().map(|d| f(d, "since_go_s")).fold(0.0, f64::max);
-        (rates.iter().sum::<f64>() / rates.len() as f64, window)
+        (arrived / receivers.len() as f64 / span_s, window)
     } else {
         let elapsed = done.iter().map(|d| f(d, "elapsed_s")).fold(0.0, f64::max);
         for d in &done {
@@ -379,6 +411,7 @@ async fn scenario(
             0.0
         },
         errors,
+        arrived: arrived_share,
     })
 }
 
