@@ -170,9 +170,9 @@ async fn a_lower_sid_dialling_in_gets_the_held_connection_probed() {
         encode_frame(&n.to_bytes(), &mut frame);
         frame
     };
-    // A better vote makes sid 2 follow sid 1; one LEADING notification gets its ack, and
-    // then sid 2 has nothing more to say (one notification does not arm the silence
-    // watch of a ZooKeeper-style leader).
+    // A better vote makes sid 2 follow sid 1; a LEADING notification gets its ack. Like a
+    // ZooKeeper leader, sid 1 sends nothing by itself but answers every LOOKING
+    // notification (sid 2's question to a leader silent for 1.5 heartbeats) with LEADING.
     conn.write_all(&send(Role::Looking)).await.expect("write");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while voter.leadership().role != Role::Following {
@@ -184,12 +184,19 @@ async fn a_lower_sid_dialling_in_gets_the_held_connection_probed() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     conn.write_all(&send(Role::Leading)).await.expect("write");
-    let mut acked = false;
-    while let Some(n) = next_notification(&mut conn, &mut decoder, Duration::from_secs(1)).await {
-        acked |= n.state == Role::Following && n.leader == 1;
+    let mut acks = 0;
+    while acks < 2 {
+        let n = next_notification(&mut conn, &mut decoder, Duration::from_secs(2))
+            .await
+            .expect("no FOLLOWING answer to LEADING");
+        if n.state == Role::Looking {
+            conn.write_all(&send(Role::Leading)).await.expect("write");
+        }
+        acks += usize::from(n.state == Role::Following && n.leader == 1);
     }
-    assert!(acked, "no FOLLOWING answer to LEADING");
     assert_eq!(voter.leader(), Some(1));
+    // Right after an ack: sid 2's next question is due 375 ms later, so a FOLLOWING
+    // notification before that is the re-sent last one.
 
     // Sid 1 dials in (header, close), as if it had lost its end of the connection.
     let mut dial = tokio::net::TcpStream::connect(("127.0.0.1", base + 2))

@@ -27,39 +27,40 @@ impl Heard {
     }
 }
 
-/// What a follower knows about its leader's periodic LEADING notifications.
+/// What a follower knows about its leader's liveness.
+///
+/// A cohort leader sends LEADING every heartbeat interval; a ZooKeeper leader sends
+/// nothing after its decision, but answers every LOOKING notification with LEADING. So a
+/// follower that has heard no LEADING for a heartbeat and a half asks (a LOOKING
+/// notification with its decided vote, a duplicate to any peer still counting that round),
+/// and again every heartbeat interval while the silence lasts. Either kind of leader is
+/// lost once nothing came for the silence timeout: it hangs, or it is unreachable (our
+/// decision can rest on votes heard before a partition).
 #[derive(Debug, Clone, Copy, Default)]
 struct LeaderWatch {
-    /// The first unsolicited LEADING notification after the decision.
-    first: Option<Instant>,
-    /// Set once two came at least half a heartbeat apart: the leader is a cohort leader,
-    /// so its silence means it hangs. (A ZooKeeper leader only answers LOOKING
-    /// notifications still in flight at the decision, all within a round trip.)
-    armed: bool,
-    last: Option<Instant>,
-    /// When we decided to follow.
-    since: Option<Instant>,
-    /// When to ask a leader not heard from since the decision whether it leads.
+    /// The last LEADING notification from the leader since the decision, or the decision.
+    heard: Option<Instant>,
+    /// When to ask the leader next.
     probe_at: Option<Instant>,
 }
 
 impl LeaderWatch {
-    /// When the leader counts as lost: a silent cohort leader after the silence timeout;
-    /// any leader never heard from at all since the decision (it may be unreachable: our
-    /// decision can rest on votes heard before a partition) after the same time; until it
-    /// is heard from, it is probed (see [`probe`](Self::probe)). A ZooKeeper leader that
-    /// has answered once is then only lost with its connection.
-    fn deadline(&self, silence: std::time::Duration) -> Option<Instant> {
-        match (self.armed, self.first, self.last, self.since) {
-            (true, _, Some(last), _) => Some(last + silence),
-            (false, None, _, Some(since)) => Some(since + silence),
-            _ => None,
-        }
+    /// Watching from `now` (the decision).
+    fn from(now: Instant, cfg: &ElectionConfig) -> Self {
+        let mut w = Self::default();
+        w.heard_at(now, cfg);
+        w
     }
 
-    /// When to probe the leader: only while it has not been heard from since the decision.
-    fn probe(&self) -> Option<Instant> {
-        self.first.map_or(self.probe_at, |_| None)
+    /// The leader was heard from at `now`.
+    fn heard_at(&mut self, now: Instant, cfg: &ElectionConfig) {
+        self.heard = Some(now);
+        self.probe_at = Some(now + cfg.leader_heartbeat_interval * 3 / 2);
+    }
+
+    /// When the leader counts as lost.
+    fn deadline(&self, silence: std::time::Duration) -> Option<Instant> {
+        self.heard.map(|t| t + silence)
     }
 }
 
@@ -204,7 +205,7 @@ impl ElectionCore {
         let silence = match self.role {
             Role::Following | Role::Observing => {
                 let w = &self.leader_watch;
-                [w.deadline(self.cfg.leader_silence_timeout), w.probe()]
+                [w.deadline(self.cfg.leader_silence_timeout), w.probe_at]
                     .into_iter()
                     .flatten()
                     .min()
@@ -253,12 +254,8 @@ impl ElectionCore {
                     self.new_round(now);
                     return;
                 }
-                if self.leader_watch.probe().is_some_and(|t| t <= now) {
-                    // A ZooKeeper leader says nothing after its decision (it decides after
-                    // ours: its finalize wait is longer) unless a LOOKING notification comes;
-                    // then it answers LEADING. So ask with our last vote of the round (a
-                    // duplicate to any peer still counting that round). Without an answer
-                    // the silence timeout above starts a new round.
+                if self.leader_watch.probe_at.is_some_and(|t| t <= now) {
+                    // See `LeaderWatch`: ask a silent leader whether it still leads.
                     if let Some((vote, epoch)) = self.decided {
                         self.send_to(vote.leader, Role::Looking, vote, epoch);
                     }
@@ -379,15 +376,7 @@ impl ElectionCore {
                     return;
                 }
                 if from == vote.leader && n.vote.leader == from {
-                    let w = &mut self.leader_watch;
-                    match w.first {
-                        None => w.first = Some(now),
-                        Some(first) if now >= first + self.cfg.leader_heartbeat_interval / 2 => {
-                            w.armed = true
-                        }
-                        Some(_) => {}
-                    }
-                    w.last = Some(now);
+                    self.leader_watch.heard_at(now, &self.cfg);
                     if self.role == Role::Following {
                         // The ack a cohort leader counts to know it still has a majority.
                         self.send_to(from, Role::Following, vote, epoch);
@@ -438,11 +427,7 @@ impl ElectionCore {
         self.decided = Some((vote, election_epoch));
         self.finalize_at = None;
         self.resend_at = None;
-        self.leader_watch = LeaderWatch {
-            since: Some(now),
-            probe_at: Some(now + self.cfg.leader_heartbeat_interval),
-            ..LeaderWatch::default()
-        };
+        self.leader_watch = LeaderWatch::from(now, &self.cfg);
         self.follower_acks.clear();
         if self.role == Role::Leading {
             self.leading_since = Some(now);

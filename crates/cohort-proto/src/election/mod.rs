@@ -89,12 +89,15 @@ pub struct ElectionConfig {
     /// Longest resend interval of LOOKING notifications.
     pub max_notification_interval: Duration,
     /// A cohort leader re-sends its LEADING notification to every voter this often, so that
-    /// followers notice a hung leader. ZooKeeper never does; harmless to it.
+    /// followers notice a hung leader. ZooKeeper never does; harmless to it. A follower
+    /// that has heard no LEADING notification for 1.5 times this asks the leader with a
+    /// LOOKING notification (both kinds of leader answer it), and again every interval
+    /// while the silence lasts.
     pub leader_heartbeat_interval: Duration,
-    /// A follower that has seen the leader's periodic LEADING notifications and then hears
-    /// none for this long declares the leader lost. A leader that hears FOLLOWING answers
-    /// from fewer than a majority for this long steps down. Followers of a ZooKeeper leader
-    /// (which sends no such notifications) rely on the connection loss instead.
+    /// A follower that hears no LEADING notification from its leader (heartbeat, or answer
+    /// to its question) for this long declares the leader lost; so does a follower that
+    /// never hears from it after the decision. A leader that hears FOLLOWING answers from
+    /// fewer than a majority for this long steps down.
     pub leader_silence_timeout: Duration,
 }
 
