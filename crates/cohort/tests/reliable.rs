@@ -1,7 +1,8 @@
 //! The reliable channel on real loopback sockets: every member delivers every message
 //! exactly once, in each sender's order, with multicast, with unicast fan-out and over TCP.
 //! Ports: UDP 24000-24999 on 127.0.0.1, multicast ports 46200-46299 (this test's share);
-//! the TCP tests take ports the kernel picks, so runs side by side do not meet.
+//! the TCP tests take ports the kernel picks, so runs side by side do not meet, except
+//! those with nodes (TCP 24200-24212 and 24300-24312).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -193,20 +194,35 @@ async fn expect_numbered(ch: &ReliableChannel, from: MemberId, count: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_follow_the_group_views_of_nodes() {
+    // TCP receivers on 24200.., reliable UDP sockets on 24300..
+    follow_node_views(Transport::Udp, 24_200, 46_230).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_channels_follow_the_group_views_of_nodes() {
+    // TCP receivers on 24210.., reliable TCP listeners on 24310..
+    follow_node_views(Transport::Tcp, 24_210, 46_232).await;
+}
+
+/// Nodes on `first_port..` (multicast discovery on `discovery_port`) with reliable channels
+/// on `transport`: a node that joins later is heard by the others.
+async fn follow_node_views(transport: Transport, first_port: u16, discovery_port: u16) {
+    let domain = bytes::Bytes::from(format!("reliable-test-{discovery_port}"));
     let config = |port: u16| cohort::Config {
-        domain: bytes::Bytes::from_static(b"reliable-test-46230"),
+        domain: domain.clone(),
         port,
         port_range: 1,
         multicast: cohort::MulticastConfig {
-            port: 46_230,
+            port: discovery_port,
             interface: Some(Ipv4Addr::LOCALHOST),
             ..cohort::MulticastConfig::default()
         },
         ..cohort::Config::default()
     };
     let reliable = || ReliableChannelConfig {
-        multicast: Some(SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 31), 46_231)),
-        // TCP receivers on 24200.., reliable UDP sockets on 24300..
+        transport,
+        multicast: (transport == Transport::Udp)
+            .then(|| SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 31), discovery_port + 1)),
         port_offset: 100,
         core: cohort::reliable::ReliableConfig {
             // Only messages of others, so every channel counts the same.
@@ -215,20 +231,20 @@ async fn channels_follow_the_group_views_of_nodes() {
         },
         ..ReliableChannelConfig::default()
     };
-    let (a, _ae) = cohort::Node::start(config(24_200)).await.unwrap();
-    let (b, _be) = cohort::Node::start(config(24_201)).await.unwrap();
+    let (a, _ae) = cohort::Node::start(config(first_port)).await.unwrap();
+    let (b, _be) = cohort::Node::start(config(first_port + 1)).await.unwrap();
     wait_for_members(&a, 2).await;
     wait_for_members(&b, 2).await;
     let ca = ReliableChannel::for_node(&a, reliable()).unwrap();
     let cb = ReliableChannel::for_node(&b, reliable()).unwrap();
-    assert_eq!(ca.local_addr().port(), 24_300);
+    assert_eq!(ca.local_addr().port(), first_port + 100);
     for seq in 0u32..1_000 {
         ca.multicast(seq.to_be_bytes().to_vec()).await.unwrap();
     }
     expect_numbered(&cb, a.id(), 1_000).await;
 
     // A third node joins: the others' channels install the new view and hear it.
-    let (c, _ce) = cohort::Node::start(config(24_202)).await.unwrap();
+    let (c, _ce) = cohort::Node::start(config(first_port + 2)).await.unwrap();
     for n in [&a, &b, &c] {
         wait_for_members(n, 3).await;
     }
