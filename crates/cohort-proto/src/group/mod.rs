@@ -26,7 +26,7 @@
 //!   smaller one's members leave it and join the bigger one.
 //!
 //! [`Group`] is sans-IO like the rest of this crate: feed it discovery and heartbeat facts
-//! ([`Group::discovered`], [`Group::heard_from`], [`Group::member_left`],
+//! ([`Group::heard_from`], [`Group::member_left`],
 //! [`Group::member_dead`], [`Group::link_closed`]), received messages
 //! ([`Group::handle_message`]) and timeouts; drain [`Group::poll_transmit`] and
 //! [`Group::poll_event`]; re-arm the timer from [`Group::poll_timeout`]. Messages may be lost

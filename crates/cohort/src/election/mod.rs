@@ -1,7 +1,7 @@
 //! Leader election over TCP, wire-compatible with ZooKeeper 3.8 (SPEC §7).
 //!
 //! [`Election::start`] listens on this voter's election port and keeps one connection to
-//! every other voter (ZooKeeper's `QuorumCnxManager`, see [`mesh`]); one driver task feeds
+//! every other voter (ZooKeeper's `QuorumCnxManager`, see the `mesh` module); one driver task feeds
 //! the received notifications and timers to the sans-IO
 //! [`ElectionCore`](cohort_proto::election::ElectionCore) and sends what it produces. The
 //! application reads the current [`Leadership`] or watches it change.

@@ -1,7 +1,7 @@
 //! The gossip router's messages (discovery without multicast, like JGroups' GossipRouter).
 //!
 //! Over TCP, each message is a u32 big-endian length and then the message: the
-//! [`Envelope`](super::Envelope) with [`Protocol::Router`](super::Protocol::Router), one kind
+//! [`Envelope`] with [`Protocol::Router`], one kind
 //! byte and the fields. A member sends `Register` (its cluster and the address its
 //! heartbeats are received on); the router answers, and again after every change, with
 //! `Members`: every address registered for that cluster. A registration lasts as long as
