@@ -361,30 +361,18 @@ impl Reliable {
         }
         let frag = self.config.fragment_payload();
         let count = payload.len().div_ceil(frag).max(1);
-        for i in 0..count {
-            let (piece, fragment) = if count == 1 {
-                (payload.clone(), None)
-            } else {
+        if count == 1 {
+            // The common case: the payload itself is kept, no extra reference.
+            self.multicast_piece(payload, None, opts.oob, now);
+        } else {
+            for i in 0..count {
                 let end = ((i + 1) * frag).min(payload.len());
                 let fragment = Fragment {
                     index: i as u32,
                     count: count as u32,
                 };
-                (payload.slice(i * frag..end), Some(fragment))
-            };
-            if !self.others.is_empty() {
-                let len = wire::data_record_len(piece.len(), fragment.is_some());
-                let buf = self
-                    .bundler
-                    .buffer(Destination::Group, len, now, &mut self.transmits);
-                let seqno = self.mcast_out.next_seqno();
-                wire::encode_data(buf, false, seqno, opts.oob, fragment, &piece);
+                self.multicast_piece(payload.slice(i * frag..end), Some(fragment), opts.oob, now);
             }
-            self.mcast_out.push(Sent {
-                payload: piece,
-                oob: opts.oob,
-                fragment,
-            });
         }
         self.stats.sent += count as u64;
         if self.others.is_empty() {
@@ -392,6 +380,29 @@ impl Reliable {
         }
         self.schedule_stable(now);
         Ok(())
+    }
+
+    /// Bundles one multicast message (or fragment) and keeps it for retransmission.
+    fn multicast_piece(
+        &mut self,
+        piece: Bytes,
+        fragment: Option<Fragment>,
+        oob: bool,
+        now: Instant,
+    ) {
+        if !self.others.is_empty() {
+            let len = wire::data_record_len(piece.len(), fragment.is_some());
+            let buf = self
+                .bundler
+                .buffer(Destination::Group, len, now, &mut self.transmits);
+            let seqno = self.mcast_out.next_seqno();
+            wire::encode_data(buf, false, seqno, oob, fragment, &piece);
+        }
+        self.mcast_out.push(Sent {
+            payload: piece,
+            oob,
+            fragment,
+        });
     }
 
     /// Sends `payload` to member `to` only, reliably and (unless out of band) in order
@@ -646,6 +657,13 @@ impl Reliable {
         let t = self.transmits.pop_front()?;
         self.stats.datagrams_sent += 1;
         Some(t)
+    }
+
+    /// Gives back a datagram from [`Reliable::poll_transmit`] once it was sent (all its
+    /// copies), so that its buffer is reused for a later datagram instead of a new
+    /// allocation. Optional: a datagram that is never given back is simply freed.
+    pub fn recycle(&mut self, datagram: Bytes) {
+        self.bundler.recycle(datagram);
     }
 
     /// The next message for the application, in order per sender (out-of-band ones as

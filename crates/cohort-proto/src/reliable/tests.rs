@@ -1227,3 +1227,52 @@ fn retransmissions_go_where_configured() {
         assert_eq!(answered, Some(expected));
     }
 }
+
+#[test]
+fn recycled_datagram_buffers_are_reused_only_when_free() {
+    let now = Instant::now();
+    let (a, b) = (MemberId([1; 16]), MemberId([2; 16]));
+    let member = |id| GroupMember {
+        id,
+        addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+    };
+    let view = View {
+        id: ViewId {
+            seq: 1,
+            coordinator: a,
+        },
+        members: vec![member(a), member(b)],
+    };
+    let config = ReliableConfig {
+        deliver_own: false,
+        ..ReliableConfig::default()
+    };
+    let mut alice = Reliable::new(config.clone(), a, now);
+    let mut bob = Reliable::new(config, b, now);
+    alice.install_view(&view, now);
+    bob.install_view(&view, now);
+    let send = |alice: &mut Reliable, text: &'static [u8]| {
+        alice
+            .multicast(Bytes::from_static(text), SendOpts::default(), now)
+            .unwrap();
+        alice.flush(now);
+        let t = alice.poll_transmit().unwrap();
+        assert!(alice.poll_transmit().is_none());
+        t.datagram
+    };
+    let first = send(&mut alice, b"one");
+    let first_ptr = first.as_ptr();
+    bob.handle_datagram(a, first.clone(), now).unwrap();
+    let held = bob.poll_delivery().unwrap();
+    // Bob's delivery still points into the datagram: its buffer must not be reused.
+    alice.recycle(first);
+    let second = send(&mut alice, b"two");
+    assert_ne!(second.as_ptr(), first_ptr);
+    assert_eq!(&held.payload[..], b"one");
+    // Once nothing refers to it, the next datagram is written into the same buffer.
+    let second_ptr = second.as_ptr();
+    alice.recycle(second);
+    let third = send(&mut alice, b"three");
+    assert_eq!(third.as_ptr(), second_ptr);
+    bob.handle_datagram(a, third, now).unwrap();
+}

@@ -18,6 +18,8 @@ use super::{ReliableChannelConfig, Shared};
 
 /// Datagrams read from one socket before the core's outputs are handled.
 const RECV_BATCH: usize = 256;
+/// Sent datagrams handed back to the core per step (it keeps a few buffers).
+const RECYCLE_BATCH: usize = 16;
 /// Room for the largest UDP datagram.
 const MAX_UDP: usize = 65_536;
 
@@ -53,6 +55,7 @@ pub(super) async fn run(
         buf: BytesMut::with_capacity(4 * MAX_UDP),
         received: Vec::new(),
         outgoing: Vec::new(),
+        sent: Vec::new(),
     };
     // The channel installed the first view; the driver needs its addresses.
     if let Some(view) = &*views.borrow() {
@@ -109,6 +112,8 @@ struct Driver {
     buf: BytesMut,
     received: Vec<(SocketAddr, Bytes)>,
     outgoing: Vec<(SocketAddr, Bytes)>,
+    /// Datagrams sent since the last step, given back to the core for their buffers.
+    sent: Vec<Bytes>,
 }
 
 impl Driver {
@@ -144,6 +149,9 @@ impl Driver {
         let delivered;
         {
             let mut core = shared.core();
+            for datagram in self.sent.drain(..) {
+                core.recycle(datagram);
+            }
             let now = Instant::now();
             let before = core.stats().delivered;
             let local = core.local();
@@ -211,6 +219,9 @@ impl Driver {
             if let Err(e) = socket.send_to(&datagram, to).await {
                 trace!(%to, error = %e, "reliable: send failed");
                 errors += 1;
+            }
+            if self.sent.len() < RECYCLE_BATCH {
+                self.sent.push(datagram);
             }
         }
         let mut counters = shared.counters.lock().unwrap_or_else(|e| e.into_inner());

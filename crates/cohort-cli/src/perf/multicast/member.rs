@@ -66,6 +66,10 @@ pub(crate) struct MemberArgs {
     /// Flow-control window in bytes (default: the protocol's).
     #[arg(long)]
     pub(super) credit_window: Option<usize>,
+    /// Bytes a receiver consumes before it returns credit (default: the protocol's,
+    /// capped at half the window).
+    #[arg(long)]
+    pub(super) ack_threshold: Option<usize>,
     /// How the channel carries datagrams: `udp` (multicast with `--multicast`, else
     /// fan-out) or `tcp` (one connection to each other member).
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
@@ -153,6 +157,9 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
         core.ack_threshold = core.ack_threshold.min(window / 2).max(1);
         core.max_retransmit_buffer = core.max_retransmit_buffer.max(window);
     }
+    if let Some(threshold) = args.ack_threshold {
+        core.ack_threshold = threshold.clamp(1, core.credit_window);
+    }
     let config = ReliableChannelConfig {
         transport: args.transport.into(),
         multicast: args.multicast,
@@ -181,10 +188,28 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
             // in one call: one allocation, one lock and one driver wake-up per burst.
             let per_batch = (SEND_BATCH_BYTES / size).max(1) as u64;
             let padding = vec![0u8; size - HEADER];
+            // Bursts still referenced (by the channel's retransmit buffer or own
+            // deliveries), oldest first: the oldest one's buffer is reused once it is
+            // free, instead of a fresh allocation (and its page faults) per burst.
+            let mut in_flight: std::collections::VecDeque<Bytes> = Default::default();
             let mut seq = 0;
             while seq < count {
                 let n = per_batch.min(count - seq);
-                let mut buf = BytesMut::with_capacity(n as usize * size);
+                let cap = n as usize * size;
+                let reused = in_flight
+                    .pop_front()
+                    .and_then(|old| match old.try_into_mut() {
+                        Ok(mut b) if b.capacity() >= cap => {
+                            b.clear();
+                            Some(b)
+                        }
+                        Ok(_) => None,
+                        Err(old) => {
+                            in_flight.push_front(old);
+                            None
+                        }
+                    });
+                let mut buf = reused.unwrap_or_else(|| BytesMut::with_capacity(cap));
                 let now = unix_us();
                 for s in seq..seq + n {
                     buf.put_u32(index);
@@ -198,6 +223,7 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
                     print(&json!({"event": "error", "error": e.to_string()}));
                     return;
                 }
+                in_flight.push_back(buf);
                 seq += n;
             }
             print(&json!({"event": "sent", "elapsed_s": start.elapsed().as_secs_f64()}));
@@ -245,6 +271,7 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
         "datagrams_sent": stats.datagrams_sent,
         "datagrams_received": stats.datagrams_received,
         "retransmit_buffer_bytes": stats.core.retransmit_buffer_bytes,
+        "no_credit": stats.core.no_credit,
     }));
     // Serve retransmissions to the others until the parent closes stdin; anything
     // delivered meanwhile is a duplicate or a stray.
