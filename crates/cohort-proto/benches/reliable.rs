@@ -5,6 +5,8 @@
 //! - `sender/multicast`: `Reliable::multicast` + `flush` + `poll_transmit` on a member of a
 //!   two-member view; every 1 000 messages an acknowledgement from the peer returns the
 //!   credit (its handling is included).
+//! - `sender/multicast_recycled`: the same, giving every sent datagram back with
+//!   `Reliable::recycle` as the runtime does, so datagram buffers are reused.
 //! - `receiver/handle_datagram`: a member taking in bundled datagrams of 1 KiB multicasts
 //!   in order and draining `poll_delivery` (the datagrams are made outside the timing).
 //! - `pair/end_to_end`: both members, sender and receiver, with the receiver's
@@ -144,6 +146,26 @@ fn benches(c: &mut Criterion) {
                 // Pretend b consumed everything: its ack returns the credit.
                 while let Some(t) = pair.a.poll_transmit() {
                     black_box(&t);
+                }
+                let highest = pair.a.stats().sent;
+                let ack = ack_datagram(pair.b_id, pair.a_id, highest);
+                let _ = pair.a.handle_datagram(pair.b_id, ack, pair.now);
+            }
+        });
+    });
+
+    g.bench_function("sender/multicast_recycled", |bench| {
+        let mut pair = Pair::new();
+        let mut since_ack = 0u32;
+        bench.iter(|| {
+            pair.send();
+            since_ack += 1;
+            if since_ack == 1000 {
+                since_ack = 0;
+                pair.a.flush(pair.now);
+                // As the runtime does: sent datagrams go back for their buffers.
+                while let Some(t) = pair.a.poll_transmit() {
+                    pair.a.recycle(black_box(t.datagram));
                 }
                 let highest = pair.a.stats().sent;
                 let ack = ack_datagram(pair.b_id, pair.a_id, highest);
