@@ -56,10 +56,21 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match &cli.command {
+        // A group member of a benchmark shares the machine with the other members: one
+        // thread, where the driver wakes the application task without a futex, is the
+        // cheaper schedule (`--threads` changes it).
+        Command::Multicast(args) if args.threads == 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Command::Multicast(args) if args.threads > 1 => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(args.threads);
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cohort: cannot start the async runtime: {e}");

@@ -66,6 +66,10 @@ pub(crate) struct MemberArgs {
     /// Flow-control window in bytes (default: the protocol's).
     #[arg(long)]
     pub(super) credit_window: Option<usize>,
+    /// Runtime threads of this process: 1 (default) runs everything on one thread, 0
+    /// takes tokio's default of one per core.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
     /// Bytes a receiver consumes before it returns credit (default: the protocol's,
     /// capped at half the window).
     #[arg(long)]
