@@ -81,6 +81,10 @@ pub struct ElectionCore {
     round_votes: BTreeMap<Sid, Heard>,
     /// Decisions of peers already FOLLOWING/LEADING (`outofelection`).
     out_of_election: BTreeMap<Sid, Heard>,
+    /// The last LOOKING notification of each peer heard while we were decided: a peer that
+    /// noticed the leader's loss before us. Replayed when our own new round starts, so we
+    /// need not wait for its next resend.
+    heard_while_decided: BTreeMap<Sid, Heard>,
     finalize_at: Option<Instant>,
     resend_at: Option<Instant>,
     resend_interval: std::time::Duration,
@@ -113,6 +117,7 @@ impl ElectionCore {
             decided: None,
             round_votes: BTreeMap::new(),
             out_of_election: BTreeMap::new(),
+            heard_while_decided: BTreeMap::new(),
             finalize_at: None,
             resend_at: None,
             resend_interval: interval,
@@ -362,6 +367,7 @@ impl ElectionCore {
                     self.looking_receive(now, from, n);
                 } else {
                     self.reply(from);
+                    self.heard_while_decided.insert(from, n);
                 }
             }
             Role::Leading => {
@@ -414,6 +420,13 @@ impl ElectionCore {
         });
         self.broadcast_proposal();
         self.check_round_quorum(now);
+        // Votes that came before our round began, as if delivered late (which FLE allows).
+        for (from, n) in std::mem::take(&mut self.heard_while_decided) {
+            if self.role != Role::Looking {
+                break;
+            }
+            self.looking_receive(now, from, n);
+        }
     }
 
     fn decide(&mut self, now: Instant, vote: Vote, election_epoch: i64) {
@@ -425,6 +438,7 @@ impl ElectionCore {
             Role::Observing
         };
         self.decided = Some((vote, election_epoch));
+        self.heard_while_decided.clear();
         self.finalize_at = None;
         self.resend_at = None;
         self.leader_watch = LeaderWatch::from(now, &self.cfg);
