@@ -195,8 +195,14 @@ async fn a_lower_sid_dialling_in_gets_the_held_connection_probed() {
         acks += usize::from(n.state == Role::Following && n.leader == 1);
     }
     assert_eq!(voter.leader(), Some(1));
-    // Right after an ack: sid 2's next question is due 375 ms later, so a FOLLOWING
-    // notification before that is the re-sent last one.
+    // Sid 2's LOOKING notifications from before its decision got answers too: let their
+    // acks arrive, answering nothing more. Sid 2's next question (LOOKING) is then due
+    // 375 ms after the last LEADING, so the first notification after the dial-in must be
+    // the re-sent last one (FOLLOWING).
+    while next_notification(&mut conn, &mut decoder, Duration::from_millis(150))
+        .await
+        .is_some_and(|n| n.state == Role::Following)
+    {}
 
     // Sid 1 dials in (header, close), as if it had lost its end of the connection.
     let mut dial = tokio::net::TcpStream::connect(("127.0.0.1", base + 2))
