@@ -10,7 +10,8 @@
 //!   (SIGTERM prints `stopped`);
 //! - a follower cut off (3 voters) does not disturb the leader and follows it again
 //!   after the heal;
-//! - a hung leader (SIGSTOP) is replaced; after SIGCONT it follows the new leader.
+//! - a hung leader (SIGSTOP) is replaced; after SIGCONT it follows the new leader; a hung
+//!   follower changes nothing for the others and follows again after SIGCONT.
 //!
 //! "Agree" means: exactly one voter LEADING, every other one FOLLOWING it, and no role
 //! change for a while after. On every event stream: no election epoch has two leaders
@@ -535,6 +536,41 @@ fn follower_cut_off_leaves_the_leader_alone_and_rejoins_after_the_heal() {
     assert_eq!(ens.state(cut).map(|e| e.role).as_deref(), Some("looking"));
     lab.restore_link(cut);
     assert_eq!(ens.settle_all(secs(15)), leader);
+    for &i in &others {
+        let after = role_events(ens.proc(i), marks[i]);
+        assert!(
+            after.is_empty(),
+            "voter {} was disturbed: {after:?}",
+            sid(i)
+        );
+    }
+}
+
+#[test]
+fn hung_follower_leaves_the_leader_alone_and_follows_again_after_sigcont() {
+    let lab = lab(3);
+    let mut ens = Ensemble::new(&lab);
+    ens.start_all();
+    let leader = ens.settle_all(ELECT_WITHIN);
+    let hung = (0..3).find(|&i| i != leader).expect("a follower");
+    let others: Vec<usize> = (0..3).filter(|&i| i != hung).collect();
+    let marks = ens.marks();
+    // Longer than the silence timeout: the leader keeps a majority without it.
+    ens.proc(hung).sigstop();
+    std::thread::sleep(secs(4));
+    for &i in &others {
+        let after = role_events(ens.proc(i), marks[i]);
+        assert!(
+            after.is_empty(),
+            "voter {} reacted to a hung follower: {after:?}",
+            sid(i)
+        );
+    }
+    ens.proc(hung).sigcont();
+    // Resumed, it may first time out on the leader (LOOKING) and then rejoin it at once,
+    // or read the queued heartbeats first and carry on: give it time to do either.
+    std::thread::sleep(secs(2));
+    assert_eq!(ens.settle_all(ELECT_WITHIN), leader);
     for &i in &others {
         let after = role_events(ens.proc(i), marks[i]);
         assert!(
