@@ -398,7 +398,8 @@ impl ReliableChannel {
     /// per message: the way to send a burst. Waits while the window is full. If one is
     /// refused (too large, not in a view) or the channel closes, the messages before it
     /// were sent and it and the rest were not; the same holds if the future is dropped
-    /// while it waits for credit.
+    /// while it waits for credit. Yields to the runtime before it returns, so the driver
+    /// gets to send the burst.
     pub async fn multicast_many<I>(&self, payloads: I) -> Result<(), ReliableSendError>
     where
         I: IntoIterator,
@@ -447,7 +448,14 @@ impl ReliableChannel {
                 self.sent_something();
             }
             match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    // Let the driver send the burst now: on a single-threaded runtime it
+                    // runs only when this task yields, and a sender that always had
+                    // credit would otherwise fill the whole window before anything
+                    // leaves (a stop-and-go of window-sized bursts).
+                    tokio::task::yield_now().await;
+                    return Ok(());
+                }
                 Err(core::SendError::NoCredit) if waited || sent > 0 => {
                     // What is queued must go out for credit to come back.
                     self.shared.wake_driver.notify_one();
