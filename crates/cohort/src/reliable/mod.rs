@@ -490,6 +490,10 @@ impl ReliableChannel {
             match result {
                 Ok(()) => {
                     self.sent_something();
+                    // A send with credit never waits; this lets a loop of sends yield now
+                    // and then (every tokio budget), so that on a single-threaded runtime
+                    // the driver sends as they go instead of after the whole window.
+                    tokio::task::coop::consume_budget().await;
                     return Ok(());
                 }
                 Err(core::SendError::NoCredit) => {
