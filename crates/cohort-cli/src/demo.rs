@@ -3,6 +3,8 @@
 //! The demo runs real processes (`cohort node --json`, started from this executable) so
 //! what it shows is what a deployment does: discovery by multicast on loopback, an ACKed
 //! message to everyone, a graceful leave, and a `kill -9` found by the heartbeat timeout.
+//! Then three election voters (`cohort elect --json`) elect a leader and replace it when
+//! it is killed.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -25,6 +27,9 @@ pub(crate) struct DemoArgs {
     /// First TCP port of the demo nodes.
     #[arg(long, default_value_t = 4100)]
     port: u16,
+    /// Election port of the first demo voter (the others use the next ports).
+    #[arg(long, default_value_t = 4201)]
+    election_port: u16,
 }
 
 struct DemoNode {
@@ -227,7 +232,98 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
         let _ = tokio::time::timeout(Duration::from_secs(3), node.child.wait()).await;
         let _ = node.child.start_kill();
     }
-    println!("\ndone. Run `cohort node --help` to start nodes of your own.");
+    election(&exe, args.election_port, started).await?;
+    println!(
+        "\ndone. Run `cohort node --help` or `cohort elect --help` to start nodes of your own."
+    );
+    Ok(())
+}
+
+/// Act 7: three voters elect a leader; the leader is killed and the others elect another.
+async fn election(exe: &std::path::Path, base: u16, started: Instant) -> CliResult {
+    let stamp = |at: Instant| format!("{:>6.0} ms", (at - started).as_secs_f64() * 1000.0);
+    println!("\n7. Leader election: three voters (ZooKeeper's Fast Leader Election, cohort elect)");
+    println!(
+        "   elect the best vote by majority; the leader is killed and the others elect another."
+    );
+    let voters: Vec<String> = (1..=3u16)
+        .map(|sid| format!("{sid}=127.0.0.1:{}", base + sid - 1))
+        .collect();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Line>();
+    let mut children = Vec::new();
+    for sid in 1..=3usize {
+        let mut child = Command::new(exe)
+            .args(["elect", "--json", "--id", &sid.to_string()])
+            .args(voters.iter().flat_map(|v| ["--voter", v.as_str()]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send((sid, v));
+                }
+            }
+        });
+        children.push(child);
+    }
+    // Each voter's latest role and leader (index 0 unused: sids are 1..=3).
+    let mut roles: Vec<(String, Option<i64>)> = vec![(String::new(), None); 4];
+    let agreed = |roles: &[(String, Option<i64>)], alive: &[usize]| -> Option<i64> {
+        let leader = roles[alive[0]].1?;
+        alive
+            .iter()
+            .all(|&s| {
+                let want = if s as i64 == leader {
+                    "leading"
+                } else {
+                    "following"
+                };
+                roles[s].1 == Some(leader) && roles[s].0 == want
+            })
+            .then_some(leader)
+    };
+    let mut alive = vec![1, 2, 3];
+    let began = Instant::now();
+    let leader = loop {
+        let (sid, v) = next(&mut rx).await?;
+        if event(&v) == "role" {
+            roles[sid] = (str_of(&v, "role"), v["leader"].as_i64());
+            if let Some(leader) = agreed(&roles, &alive) {
+                break leader;
+            }
+        }
+    };
+    println!(
+        "   {}  voters 1, 2, 3 agree: voter {leader} leads, {} ms after they started",
+        stamp(Instant::now()),
+        began.elapsed().as_millis()
+    );
+    let killed = Instant::now();
+    children[leader as usize - 1].start_kill()?;
+    alive.retain(|&s| s as i64 != leader);
+    let new_leader = loop {
+        let (sid, v) = next(&mut rx).await?;
+        if event(&v) == "role" && alive.contains(&sid) {
+            roles[sid] = (str_of(&v, "role"), v["leader"].as_i64());
+            if let Some(l) = agreed(&roles, &alive).filter(|&l| l != leader) {
+                break l;
+            }
+        }
+    };
+    println!(
+        "   {}  voter {leader} killed (SIGKILL); voter {new_leader} leads, {} ms after the kill",
+        stamp(Instant::now()),
+        killed.elapsed().as_millis()
+    );
+    for child in &mut children {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
     Ok(())
 }
 
