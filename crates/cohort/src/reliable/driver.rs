@@ -56,6 +56,8 @@ pub(super) async fn run(
         received: Vec::new(),
         outgoing: Vec::new(),
         sent: Vec::new(),
+        sent_seen: 0,
+        was_sending: false,
     };
     // The channel installed the first view; the driver needs its addresses.
     if let Some(view) = &*views.borrow() {
@@ -63,7 +65,23 @@ pub(super) async fn run(
     }
     let mut views_open = true;
     let mut deadline: Option<Instant> = None;
+    // Whether the last round received datagrams while this member was not sending its
+    // own: only then does the driver spin (see `Driver::spin`).
+    let mut busy = false;
     loop {
+        if busy
+            && !driver.config.busy_poll.is_zero()
+            && driver.spin(&shared, &sockets, deadline).await
+        {
+            // The select below is skipped: look at the views here.
+            if views_open && views.has_changed().unwrap_or(false) {
+                let view = views.borrow_and_update().clone();
+                driver.install(&shared, &view);
+            }
+            (deadline, busy) = driver.step(&shared);
+            driver.send(&shared, &sockets.unicast).await;
+            continue;
+        }
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -99,7 +117,7 @@ pub(super) async fn run(
         if let Some(m) = &sockets.multicast {
             driver.read(m);
         }
-        deadline = driver.step(&shared);
+        (deadline, busy) = driver.step(&shared);
         driver.send(&shared, &sockets.unicast).await;
     }
     shared.mark_closed();
@@ -114,6 +132,10 @@ struct Driver {
     outgoing: Vec<(SocketAddr, Bytes)>,
     /// Datagrams sent since the last step, given back to the core for their buffers.
     sent: Vec<Bytes>,
+    /// The core's count of own messages sent, at the last step.
+    sent_seen: u64,
+    /// Whether the application multicast between the two steps before this one.
+    was_sending: bool,
 }
 
 impl Driver {
@@ -121,6 +143,45 @@ impl Driver {
         let Some(view) = view else { return };
         self.addresses = Addresses::from_view(view, &self.config);
         shared.core().install_view(view, Instant::now());
+    }
+
+    /// Polls the sockets for up to `busy_poll` instead of sleeping (see
+    /// [`ReliableChannelConfig::busy_poll`]): under a stream of datagrams the driver is
+    /// then never asleep, so neither it nor its peers' `sendto` pay a wake-up. Only a
+    /// receiving member spins: a sending member's spin measurably slowed the stream
+    /// (it competes with the sender's own work), and its peers' acknowledgements are few.
+    /// Returns `true` as soon as there is work (datagrams read, the application woke the driver,
+    /// or a timer is due), `false` when the time ran out and the driver should sleep.
+    async fn spin(
+        &mut self,
+        shared: &Shared,
+        sockets: &Sockets,
+        deadline: Option<Instant>,
+    ) -> bool {
+        use futures_util::FutureExt;
+        let start = Instant::now();
+        loop {
+            // The application's wake-up first: a sender then spends no reads on it.
+            if shared.wake_driver.notified().now_or_never().is_some() {
+                return true;
+            }
+            self.read(&sockets.unicast);
+            if let Some(m) = &sockets.multicast {
+                self.read(m);
+            }
+            if !self.received.is_empty() {
+                return true;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|at| at <= now) {
+                return true;
+            }
+            if now.duration_since(start) >= self.config.busy_poll {
+                return false;
+            }
+            // Let this thread's other tasks (the application's) run in between.
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Reads what the socket has, up to a batch, without waiting.
@@ -140,13 +201,16 @@ impl Driver {
     }
 
     /// Feeds the received datagrams and the clock to the core and collects its outputs.
-    /// Returns the next deadline.
-    fn step(&mut self, shared: &Shared) -> Option<Instant> {
+    /// Returns the next deadline, and whether the driver should spin before sleeping
+    /// (it received datagrams and the application multicast nothing since the step before
+    /// the previous one).
+    fn step(&mut self, shared: &Shared) -> (Option<Instant>, bool) {
         let mut unknown = 0;
         let received = self.received.len();
         let mut credit = false;
         let deadline;
         let delivered;
+        let sending;
         {
             let mut core = shared.core();
             for datagram in self.sent.drain(..) {
@@ -194,6 +258,10 @@ impl Driver {
                 credit = true;
             }
             delivered = core.stats().delivered != before;
+            // Own messages are counted when the application multicasts them.
+            let sent = core.stats().sent;
+            sending = sent != self.sent_seen;
+            self.sent_seen = sent;
             deadline = core.poll_timeout();
         }
         if credit {
@@ -205,7 +273,9 @@ impl Driver {
         let mut counters = shared.counters.lock().unwrap_or_else(|e| e.into_inner());
         counters.unknown_source += unknown;
         counters.datagrams_received += received as u64;
-        deadline
+        let spin = received > 0 && !sending && !self.was_sending;
+        self.was_sending = sending;
+        (deadline, spin)
     }
 
     /// Sends what the core produced.

@@ -78,6 +78,10 @@ pub(crate) struct MemberArgs {
     /// fan-out) or `tcp` (one connection to each other member).
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     pub(super) transport: TransportArg,
+    /// How long the channel polls its sockets after traffic before sleeping, in
+    /// microseconds; 0 turns it off (default: the channel's).
+    #[arg(long)]
+    pub(super) busy_poll_us: Option<u64>,
 }
 
 /// The values of `--transport`.
@@ -170,6 +174,10 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
         interface,
         port_offset: 0,
         core,
+        busy_poll: args.busy_poll_us.map_or_else(
+            || ReliableChannelConfig::default().busy_poll,
+            Duration::from_micros,
+        ),
         ..ReliableChannelConfig::default()
     };
     let channel = ReliableChannel::start_static(ids[args.index], config, view)?;

@@ -76,6 +76,10 @@ pub(crate) struct PerfMulticastArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// cohort's busy-poll after traffic, in microseconds; 0 turns it off (default: the
+    /// channel's, see `ReliableChannelConfig::busy_poll`).
+    #[arg(long)]
+    busy_poll_us: Option<u64>,
 }
 
 const GROUP: Ipv4Addr = Ipv4Addr::new(228, 46, 2, 10);
@@ -287,6 +291,8 @@ async fn scenario(
             }
             if imp == Impl::Raw {
                 cmd.arg("--raw");
+            } else if let Some(us) = args.busy_poll_us {
+                cmd.arg("--busy-poll-us").arg(us.to_string());
             }
         } else {
             cmd.arg("--members").arg(n.to_string());
