@@ -81,11 +81,13 @@ pub struct ReliableChannelConfig {
     /// by unicast (fan-out). UDP only: must be `None` with [`Transport::Tcp`].
     pub multicast: Option<SocketAddrV4>,
     /// The interface to multicast on and to join the group on (the node's address).
+    /// UDP multicast only.
     pub interface: Ipv4Addr,
     /// Added to a view address's port to get the member's UDP address (see the module
     /// docs). Also applied to the local member's own view address.
     pub port_offset: u16,
-    /// Requested kernel send and receive buffer size of each socket, in bytes.
+    /// Requested kernel send and receive buffer size of each socket, in bytes. UDP only:
+    /// over TCP the kernel sizes each connection's buffers itself.
     pub socket_buffer: usize,
     /// The protocol settings.
     pub core: ReliableConfig,
