@@ -75,6 +75,15 @@ fn role_events(p: &Proc, mark: usize) -> Vec<RoleEv> {
         .collect()
 }
 
+/// Asserts that none of the voters `who` changed role since `marks` (the voter `was`
+/// disturbed, reacted, ...: `what` says how the failure reads).
+fn assert_undisturbed(ens: &Ensemble<'_>, who: &[usize], marks: &[usize], what: &str) {
+    for &i in who {
+        let after = role_events(ens.proc(i), marks[i]);
+        assert!(after.is_empty(), "voter {} {what}: {after:?}", sid(i));
+    }
+}
+
 /// Voters 1..=n, voter `i` (sid i + 1) on lab host `i`.
 struct Ensemble<'a> {
     lab: &'a NetLab,
@@ -429,14 +438,7 @@ fn restarted_voters_join_the_established_leader_and_the_ensemble_restarts() {
     let marks = ens.marks();
     ens.start(follower);
     assert_eq!(ens.settle_all(ELECT_WITHIN), leader);
-    for i in [1, 2] {
-        let after = role_events(ens.proc(i), marks[i]);
-        assert!(
-            after.is_empty(),
-            "voter {} was disturbed: {after:?}",
-            sid(i)
-        );
-    }
+    assert_undisturbed(&ens, &[1, 2], &marks, "was disturbed");
 
     // The leader restarts: sid 2 takes over, and sid 3, back with the best vote (same
     // zxid, higher sid), joins it instead of taking over.
@@ -446,14 +448,7 @@ fn restarted_voters_join_the_established_leader_and_the_ensemble_restarts() {
     let marks = ens.marks();
     ens.start(leader);
     assert_eq!(ens.settle_all(ELECT_WITHIN), second);
-    for i in [0, 1] {
-        let after = role_events(ens.proc(i), marks[i]);
-        assert!(
-            after.is_empty(),
-            "voter {} was disturbed: {after:?}",
-            sid(i)
-        );
-    }
+    assert_undisturbed(&ens, &[0, 1], &marks, "was disturbed");
 
     // The whole ensemble: SIGTERM stops each voter cleanly; all start again.
     ens.check_safety();
@@ -506,14 +501,7 @@ fn hung_leader_is_replaced_and_follows_after_sigcont() {
     let down = wait_step_down(&ens, old, marks[old], ELECT_WITHIN);
     eprintln!("resumed old leader: {down:?}");
     assert_eq!(ens.settle_all(ELECT_WITHIN), host(new));
-    for &i in &rest {
-        let after = role_events(ens.proc(i), marks[i]);
-        assert!(
-            after.is_empty(),
-            "voter {} was disturbed by the resumed leader: {after:?}",
-            sid(i)
-        );
-    }
+    assert_undisturbed(&ens, &rest, &marks, "was disturbed by the resumed leader");
 }
 
 #[test]
@@ -536,14 +524,7 @@ fn follower_cut_off_leaves_the_leader_alone_and_rejoins_after_the_heal() {
     assert_eq!(ens.state(cut).map(|e| e.role).as_deref(), Some("looking"));
     lab.restore_link(cut);
     assert_eq!(ens.settle_all(secs(15)), leader);
-    for &i in &others {
-        let after = role_events(ens.proc(i), marks[i]);
-        assert!(
-            after.is_empty(),
-            "voter {} was disturbed: {after:?}",
-            sid(i)
-        );
-    }
+    assert_undisturbed(&ens, &others, &marks, "was disturbed");
 }
 
 #[test]
@@ -558,25 +539,11 @@ fn hung_follower_leaves_the_leader_alone_and_follows_again_after_sigcont() {
     // Longer than the silence timeout: the leader keeps a majority without it.
     ens.proc(hung).sigstop();
     std::thread::sleep(secs(4));
-    for &i in &others {
-        let after = role_events(ens.proc(i), marks[i]);
-        assert!(
-            after.is_empty(),
-            "voter {} reacted to a hung follower: {after:?}",
-            sid(i)
-        );
-    }
+    assert_undisturbed(&ens, &others, &marks, "reacted to a hung follower");
     ens.proc(hung).sigcont();
     // Resumed, it may first time out on the leader (LOOKING) and then rejoin it at once,
     // or read the queued heartbeats first and carry on: give it time to do either.
     std::thread::sleep(secs(2));
     assert_eq!(ens.settle_all(ELECT_WITHIN), leader);
-    for &i in &others {
-        let after = role_events(ens.proc(i), marks[i]);
-        assert!(
-            after.is_empty(),
-            "voter {} was disturbed: {after:?}",
-            sid(i)
-        );
-    }
+    assert_undisturbed(&ens, &others, &marks, "was disturbed");
 }
