@@ -8,6 +8,7 @@ pub mod cohort;
 pub mod tribes;
 pub mod zookeeper;
 
+mod length_prefixed;
 mod reader;
 
 pub use reader::DecodeError;

@@ -19,19 +19,19 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Envelope, Protocol};
 use crate::membership::MemberId;
-use crate::wire::DecodeError;
 use crate::wire::reader::Reader;
+use crate::wire::{DecodeError, length_prefixed};
 
 /// The longest frame body accepted: a reliable datagram is at most 65 507 bytes (the
 /// largest UDP payload), so this leaves room and refuses anything absurd.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 
 /// Bytes of the length in front of every frame.
-pub const FRAME_PREFIX_LEN: usize = 4;
+pub const FRAME_PREFIX_LEN: usize = length_prefixed::PREFIX_LEN;
 
 /// How much the decoder reserves at most ahead of bytes that arrived.
 const RESERVE_STEP: usize = 64 * 1024;
@@ -96,31 +96,23 @@ impl FrameDecoder {
     /// Takes the next complete frame body, if one has arrived. After an error the stream
     /// cannot be resynchronised: close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, DecodeError> {
-        if self.buf.len() < FRAME_PREFIX_LEN {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len == 0 {
-            return Err(DecodeError::InvalidField {
-                field: "frame length",
-                detail: "an empty frame".into(),
-            });
-        }
-        if len > MAX_FRAME_LEN {
-            return Err(DecodeError::TooLong {
-                field: "frame length",
-                length: len,
-                max: MAX_FRAME_LEN,
-            });
-        }
-        if self.buf.len() < FRAME_PREFIX_LEN + len {
-            // Grow only as bytes arrive: a length alone must not reserve its size.
-            let missing = FRAME_PREFIX_LEN + len - self.buf.len();
-            self.buf.reserve(missing.min(RESERVE_STEP));
-            return Ok(None);
-        }
-        self.buf.advance(FRAME_PREFIX_LEN);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        length_prefixed::next_body(&mut self.buf, RESERVE_STEP, |prefix| {
+            let len = u32::from_be_bytes(prefix) as usize;
+            if len == 0 {
+                return Err(DecodeError::InvalidField {
+                    field: "frame length",
+                    detail: "an empty frame".into(),
+                });
+            }
+            if len > MAX_FRAME_LEN {
+                return Err(DecodeError::TooLong {
+                    field: "frame length",
+                    length: len,
+                    max: MAX_FRAME_LEN,
+                });
+            }
+            Ok(len)
+        })
     }
 }
 

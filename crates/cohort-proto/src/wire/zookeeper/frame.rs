@@ -1,15 +1,16 @@
 //! The framing after the connection header: an `int32` length, then the body
 //! (`QuorumCnxManager.SendWorker.send` / `RecvWorker.run`).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::wire::DecodeError;
+use crate::wire::{DecodeError, length_prefixed};
 
 /// Largest frame body ZooKeeper accepts (`PACKETMAXSIZE`, 512 KiB). A frame whose length
 /// is `<= 0` or larger than this makes ZooKeeper close the connection; so does ours.
 pub const MAX_FRAME_LEN: usize = 512 * 1024;
 
-/// Most the decoder reserves ahead of the bytes it has received.
+/// Most the decoder reserves ahead of the bytes it has received (a length alone must not
+/// reserve 512 KiB).
 const RESERVE_STEP: usize = 16 * 1024;
 
 /// Appends `body` with its `int32` length prefix to `out`.
@@ -57,33 +58,26 @@ impl FrameDecoder {
 
     /// Takes the next complete frame body, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, DecodeError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
-        }
-        let raw = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        if raw <= 0 {
-            // ZooKeeper refuses an empty frame too, so zero is reported with the negatives.
-            return Err(DecodeError::NegativeLength {
-                field: "frame length",
-                value: i64::from(raw),
-            });
-        }
-        let len = raw as usize;
-        if len > MAX_FRAME_LEN {
-            return Err(DecodeError::TooLong {
-                field: "frame length",
-                length: len,
-                max: MAX_FRAME_LEN,
-            });
-        }
-        if self.buf.len() < 4 + len {
-            // Grow only as bytes arrive: a length alone must not reserve 512 KiB.
-            let missing = 4 + len - self.buf.len();
-            self.buf.reserve(missing.min(RESERVE_STEP));
-            return Ok(None);
-        }
-        self.buf.advance(4);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        length_prefixed::next_body(&mut self.buf, RESERVE_STEP, |prefix| {
+            let raw = i32::from_be_bytes(prefix);
+            if raw <= 0 {
+                // ZooKeeper refuses an empty frame too, so zero is reported with the
+                // negatives.
+                return Err(DecodeError::NegativeLength {
+                    field: "frame length",
+                    value: i64::from(raw),
+                });
+            }
+            let len = raw as usize;
+            if len > MAX_FRAME_LEN {
+                return Err(DecodeError::TooLong {
+                    field: "frame length",
+                    length: len,
+                    max: MAX_FRAME_LEN,
+                });
+            }
+            Ok(len)
+        })
     }
 }
 
