@@ -6,11 +6,9 @@
 //! number (u64), its coordinator's id and a u16 count of members. Every count is checked
 //! against [`GroupLimits`] before anything is allocated.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Envelope, Protocol};
+use super::{Envelope, Protocol, put_socket_addr, read_socket_addr};
 use crate::group::{GroupMember, View, ViewId};
 use crate::membership::MemberId;
 use crate::wire::DecodeError;
@@ -274,41 +272,19 @@ fn read_view_id(r: &mut Reader<'_>) -> Result<ViewId, DecodeError> {
 
 fn put_member(out: &mut BytesMut, m: &GroupMember) {
     out.put_slice(&m.id.0);
-    match m.addr.ip() {
-        IpAddr::V4(ip) => {
-            out.put_u8(4);
-            out.put_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.put_u8(6);
-            out.put_slice(&ip.octets());
-        }
-    }
-    out.put_u16(m.addr.port());
+    put_socket_addr(out, &m.addr);
 }
 
 fn read_member(r: &mut Reader<'_>) -> Result<GroupMember, DecodeError> {
     let id = MemberId(r.array::<16>("member id")?);
-    let family = r.array::<1>("address family")?[0];
-    let ip = match family {
-        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("ipv4 address")?)),
-        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("ipv6 address")?)),
-        other => {
-            return Err(DecodeError::InvalidField {
-                field: "address family",
-                detail: format!("{other} is neither 4 nor 6"),
-            });
-        }
-    };
-    let port = u16::from_be_bytes(r.array::<2>("port")?);
-    Ok(GroupMember {
-        id,
-        addr: SocketAddr::new(ip, port),
-    })
+    let addr = read_socket_addr(r)?;
+    Ok(GroupMember { id, addr })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     fn member(n: u8) -> GroupMember {

@@ -12,6 +12,8 @@ pub mod reliable;
 pub mod router;
 pub mod stream;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use bytes::{BufMut, Bytes};
 
 use super::DecodeError;
@@ -100,6 +102,38 @@ impl Envelope {
         let body = r.bytes("body", r.remaining())?;
         Ok((Self { protocol }, body))
     }
+}
+
+/// Appends a socket address as cohort's formats write it: family (4 or 6), the address's
+/// octets, the port (big-endian).
+pub(crate) fn put_socket_addr(out: &mut impl BufMut, addr: &SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.put_u8(4);
+            out.put_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.put_u8(6);
+            out.put_slice(&ip.octets());
+        }
+    }
+    out.put_u16(addr.port());
+}
+
+/// Reads a socket address written by [`put_socket_addr`].
+pub(crate) fn read_socket_addr(r: &mut Reader<'_>) -> Result<SocketAddr, DecodeError> {
+    let ip = match r.array::<1>("address family")?[0] {
+        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("ipv4 address")?)),
+        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("ipv6 address")?)),
+        other => {
+            return Err(DecodeError::InvalidField {
+                field: "address family",
+                detail: format!("{other} is neither 4 nor 6"),
+            });
+        }
+    };
+    let port = u16::from_be_bytes(r.array::<2>("port")?);
+    Ok(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]

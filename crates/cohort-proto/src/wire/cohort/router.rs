@@ -7,11 +7,11 @@
 //! `Members`: every address registered for that cluster. A registration lasts as long as
 //! its connection.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{Envelope, Protocol};
+use super::{Envelope, Protocol, put_socket_addr, read_socket_addr};
 use crate::wire::DecodeError;
 use crate::wire::reader::{Reader, checked_len};
 
@@ -52,7 +52,7 @@ impl RouterMessage {
             Self::Register { cluster, addr } => {
                 out.put_u8(REGISTER);
                 put_name(out, cluster);
-                put_addr(out, addr);
+                put_socket_addr(out, addr);
             }
             Self::Members { cluster, addrs } => {
                 out.put_u8(MEMBERS);
@@ -60,7 +60,7 @@ impl RouterMessage {
                 let n = addrs.len().min(usize::from(u16::MAX));
                 out.put_u16(n as u16);
                 for a in &addrs[..n] {
-                    put_addr(out, a);
+                    put_socket_addr(out, a);
                 }
             }
         }
@@ -98,7 +98,7 @@ impl RouterMessage {
         let message = match kind {
             REGISTER => {
                 let cluster = read_name(&mut r)?;
-                let addr = read_addr(&mut r)?;
+                let addr = read_socket_addr(&mut r)?;
                 Self::Register { cluster, addr }
             }
             MEMBERS => {
@@ -115,7 +115,7 @@ impl RouterMessage {
                 }
                 let mut addrs = Vec::with_capacity(count);
                 for _ in 0..count {
-                    addrs.push(read_addr(&mut r)?);
+                    addrs.push(read_socket_addr(&mut r)?);
                 }
                 Self::Members { cluster, addrs }
             }
@@ -146,37 +146,6 @@ fn read_name(r: &mut Reader<'_>) -> Result<Bytes, DecodeError> {
     let len = u16::from_be_bytes(r.array::<2>("cluster length")?);
     let len = checked_len("cluster", i64::from(len), MAX_CLUSTER_NAME)?;
     r.bytes("cluster", len)
-}
-
-fn put_addr(out: &mut BytesMut, addr: &SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            out.put_u8(4);
-            out.put_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.put_u8(6);
-            out.put_slice(&ip.octets());
-        }
-    }
-    out.put_u16(addr.port());
-}
-
-fn read_addr(r: &mut Reader<'_>) -> Result<SocketAddr, DecodeError> {
-    let ip = match r.array::<1>("address family")?[0] {
-        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("ipv4 address")?)),
-        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("ipv6 address")?)),
-        other => {
-            return Err(DecodeError::InvalidField {
-                field: "address family",
-                detail: format!("{other} is neither 4 nor 6"),
-            });
-        }
-    };
-    Ok(SocketAddr::new(
-        ip,
-        u16::from_be_bytes(r.array::<2>("port")?),
-    ))
 }
 
 #[cfg(test)]

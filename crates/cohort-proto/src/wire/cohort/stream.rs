@@ -17,11 +17,11 @@
 //! lengths it reads: a length of 0 or over the maximum is an error (close the connection),
 //! and the buffer grows only as bytes arrive.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Envelope, Protocol};
+use super::{Envelope, Protocol, put_socket_addr, read_socket_addr};
 use crate::membership::MemberId;
 use crate::wire::reader::Reader;
 use crate::wire::{DecodeError, length_prefixed};
@@ -131,17 +131,7 @@ impl Hello {
         let mut body = BytesMut::with_capacity(4 + 16 + 19);
         Envelope::encode(Protocol::Stream, &mut body);
         body.put_slice(&self.member.0);
-        match self.listen.ip() {
-            IpAddr::V4(ip) => {
-                body.put_u8(4);
-                body.put_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                body.put_u8(6);
-                body.put_slice(&ip.octets());
-            }
-        }
-        body.put_u16(self.listen.port());
+        put_socket_addr(&mut body, &self.listen);
         encode_frame(&body, out);
     }
 
@@ -156,27 +146,14 @@ impl Hello {
         }
         let mut r = Reader::new(&body);
         let member = MemberId(r.array::<16>("member id")?);
-        let ip = match r.array::<1>("address family")?[0] {
-            4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("ipv4 address")?)),
-            6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("ipv6 address")?)),
-            other => {
-                return Err(DecodeError::InvalidField {
-                    field: "address family",
-                    detail: format!("{other} is neither 4 nor 6"),
-                });
-            }
-        };
-        let port = u16::from_be_bytes(r.array::<2>("port")?);
+        let listen = read_socket_addr(&mut r)?;
         if r.remaining() != 0 {
             return Err(DecodeError::LengthMismatch {
                 declared: body.len(),
                 actual: r.position(),
             });
         }
-        Ok(Self {
-            member,
-            listen: SocketAddr::new(ip, port),
-        })
+        Ok(Self { member, listen })
     }
 }
 
