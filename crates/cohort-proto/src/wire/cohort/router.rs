@@ -9,11 +9,11 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Envelope, Protocol, put_socket_addr, read_socket_addr};
-use crate::wire::DecodeError;
 use crate::wire::reader::{Reader, checked_len};
+use crate::wire::{DecodeError, length_prefixed};
 
 /// Longest router message accepted (about 3000 IPv6 members).
 pub const MAX_ROUTER_MESSAGE: usize = 64 * 1024;
@@ -71,16 +71,14 @@ impl RouterMessage {
     /// Takes one whole message off the front of `buf`, if it holds one. A length over
     /// [`MAX_ROUTER_MESSAGE`] or a malformed message is an error (close the connection).
     pub fn decode_framed(buf: &mut BytesMut) -> Result<Option<Self>, DecodeError> {
-        if buf.len() < 4 {
+        // The caller's buffer grows as its reads do; nothing is reserved here.
+        let body = length_prefixed::next_body(buf, 0, |prefix| {
+            let len = u32::from_be_bytes(prefix);
+            checked_len("router message length", i64::from(len), MAX_ROUTER_MESSAGE)
+        })?;
+        let Some(body) = body else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let len = checked_len("router message length", i64::from(len), MAX_ROUTER_MESSAGE)?;
-        if buf.len() < 4 + len {
-            return Ok(None);
-        }
-        buf.advance(4);
-        let body = buf.split_to(len).freeze();
+        };
         Self::decode(&body).map(Some)
     }
 
