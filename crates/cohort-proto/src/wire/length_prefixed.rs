@@ -1,7 +1,7 @@
-//! The part every 4-byte-length-prefixed stream shares (ZooKeeper's election framing, the gossip router,
-//! cohort's reliable stream): split off the next body once all of it has arrived, and
-//! grow the buffer only as bytes come, so a length alone never reserves its size. Each
-//! format checks its own length field (signedness, limits, error kinds).
+//! The part every 4-byte-length-prefixed stream shares (ZooKeeper's election framing,
+//! the gossip router, cohort's reliable stream): split off the next body once all of it
+//! has arrived, and grow the buffer only as bytes come, so a length alone never reserves
+//! its size. Each format checks its own length field (signedness, limits, error kinds).
 
 use bytes::{Buf, Bytes, BytesMut};
 
