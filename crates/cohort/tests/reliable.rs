@@ -123,9 +123,9 @@ async fn large_messages_are_fragmented_and_reassembled() {
     all_deliver_in_order(channels, 20, 300_000).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unicast_reaches_only_its_destination_in_order() {
-    let channels = start(3, 24_130, Some(46_202));
+/// Member 0 sends 2 000 unicasts to member 1: member 1 delivers them all in order, as
+/// unicasts from member 0; member 2 gets none.
+async fn unicasts_reach_only_their_destination(channels: &[ReliableChannel]) {
     let to = channels[1].local();
     for seq in 0u32..2_000 {
         channels[0]
@@ -148,6 +148,12 @@ async fn unicast_reaches_only_its_destination_in_order() {
         "a third member got a unicast"
     );
     assert!(channels[1].try_recv().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unicast_reaches_only_its_destination_in_order() {
+    let channels = start(3, 24_130, Some(46_202));
+    unicasts_reach_only_their_destination(&channels).await;
     let stranger = MemberId::random(&mut rand::rng());
     assert!(matches!(
         channels[0].send_to(stranger, &b"x"[..]).await,
@@ -314,28 +320,7 @@ async fn large_messages_over_tcp_are_fragmented_and_reassembled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicast_over_tcp_reaches_only_its_destination_in_order() {
     let channels = start_tcp::<3>();
-    let to = channels[1].local();
-    for seq in 0u32..2_000 {
-        channels[0]
-            .send_to(to, seq.to_be_bytes().to_vec())
-            .await
-            .unwrap();
-    }
-    for seq in 0u32..2_000 {
-        let d = tokio::time::timeout(Duration::from_secs(30), channels[1].recv())
-            .await
-            .expect("unicast stalled")
-            .unwrap();
-        assert!(d.unicast);
-        assert_eq!(d.from, channels[0].local());
-        assert_eq!(d.payload.as_ref(), seq.to_be_bytes());
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        channels[2].try_recv().is_none(),
-        "a third member got a unicast"
-    );
-    assert!(channels[1].try_recv().is_none());
+    unicasts_reach_only_their_destination(&channels).await;
     for ch in &channels {
         ch.close().await;
     }
