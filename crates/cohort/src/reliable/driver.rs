@@ -257,11 +257,12 @@ impl Driver {
             while let Some(ReliableEvent::CreditAvailable { .. }) = core.poll_event() {
                 credit = true;
             }
-            delivered = core.stats().delivered != before;
-            // Own messages are counted when the application multicasts them.
-            let sent = core.stats().sent;
-            sending = sent != self.sent_seen;
-            self.sent_seen = sent;
+            // One snapshot (it walks the peers). Own messages are counted when the
+            // application multicasts them.
+            let stats = core.stats();
+            delivered = stats.delivered != before;
+            sending = stats.sent != self.sent_seen;
+            self.sent_seen = stats.sent;
             deadline = core.poll_timeout();
         }
         if credit {
