@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cohort_proto::MemberId;
@@ -20,6 +20,12 @@ use super::{ReliableChannelConfig, Shared};
 const RECV_BATCH: usize = 256;
 /// Sent datagrams handed back to the core per step (it keeps a few buffers).
 const RECYCLE_BATCH: usize = 16;
+/// A busy-poll spin uses at most this many times `busy_poll` of CPU, and twice that of
+/// wall time however much of it other work used.
+const MAX_SPIN_STRETCH: u32 = 20;
+/// A yield in the busy-poll spin that took longer than this gave the CPU to other work
+/// (a `sched_yield` and a runtime yield that find nothing else to run take 1-3 µs).
+const YIELD_GAVE_WAY: Duration = Duration::from_micros(10);
 /// Room for the largest UDP datagram.
 const MAX_UDP: usize = 65_536;
 
@@ -58,6 +64,7 @@ pub(super) async fn run(
         sent: Vec::new(),
         sent_seen: 0,
         was_sending: false,
+        spin_allowance: Duration::ZERO,
     };
     // The channel installed the first view; the driver needs its addresses.
     if let Some(view) = &*views.borrow() {
@@ -73,6 +80,7 @@ pub(super) async fn run(
             && !driver.config.busy_poll.is_zero()
             && driver.spin(&shared, &sockets, deadline).await
         {
+            let work = Instant::now();
             // The select below is skipped: look at the views here.
             if views_open && views.has_changed().unwrap_or(false) {
                 let view = views.borrow_and_update().clone();
@@ -80,6 +88,7 @@ pub(super) async fn run(
             }
             (deadline, busy) = driver.step(&shared);
             driver.send(&shared, &sockets.unicast).await;
+            driver.worked(work.elapsed());
             continue;
         }
         let sleep = async {
@@ -113,12 +122,14 @@ pub(super) async fn run(
             () = shared.wake_driver.notified() => {}
             () = sleep => {}
         }
+        let work = Instant::now();
         driver.read(&sockets.unicast);
         if let Some(m) = &sockets.multicast {
             driver.read(m);
         }
         (deadline, busy) = driver.step(&shared);
         driver.send(&shared, &sockets.unicast).await;
+        driver.worked(work.elapsed());
     }
     shared.mark_closed();
 }
@@ -136,6 +147,8 @@ struct Driver {
     sent_seen: u64,
     /// Whether the application multicast between the two steps before this one.
     was_sending: bool,
+    /// Spin time earned beyond `busy_poll` (see `Driver::spin`).
+    spin_allowance: Duration,
 }
 
 impl Driver {
@@ -145,13 +158,27 @@ impl Driver {
         shared.core().install_view(view, Instant::now());
     }
 
-    /// Polls the sockets for up to `busy_poll` instead of sleeping (see
-    /// [`ReliableChannelConfig::busy_poll`]): under a stream of datagrams the driver is
-    /// then never asleep, so neither it nor its peers' `sendto` pay a wake-up. Only a
-    /// receiving member spins: a sending member's spin measurably slowed the stream
-    /// (it competes with the sender's own work), and its peers' acknowledgements are few.
-    /// Returns `true` as soon as there is work (datagrams read, the application woke the driver,
-    /// or a timer is due), `false` when the time ran out and the driver should sleep.
+    /// Polls the sockets instead of sleeping (see [`ReliableChannelConfig::busy_poll`]):
+    /// under a stream of datagrams the driver is then never asleep, so neither it nor its
+    /// peers' `sendto` pay a wake-up. Only a receiving member spins: a sending member's
+    /// spin measurably slowed the stream (it competes with the sender's own work), and
+    /// its peers' acknowledgements are few.
+    ///
+    /// How long: `busy_poll`, plus what the driver earned by working (`Driver::worked`),
+    /// up to `MAX_SPIN_STRETCH` times `busy_poll`. So under a dense stream a spin can
+    /// outlast a pause of the sender (for instance while the scheduler runs something
+    /// else on its CPU), while the CPU spent spinning stays at most `busy_poll` per round
+    /// beyond the CPU spent on real work; a sparse stream gets short spins.
+    ///
+    /// The spin is polite: between polls it yields the CPU to whatever else waits for it
+    /// (`sched_yield`, then the thread's other tasks), and only the time it spent spinning
+    /// itself counts, not yields during which other work ran. On a machine with more
+    /// runnable work than CPUs (a sender and three receivers on two cores) the peer it
+    /// waits for then gets the CPU at once. Its wall time is bounded as well.
+    ///
+    /// Returns `true` as soon as there is work (datagrams read, the application woke the
+    /// driver, or a timer is due), `false` when the time ran out and the driver should
+    /// sleep.
     async fn spin(
         &mut self,
         shared: &Shared,
@@ -160,28 +187,53 @@ impl Driver {
     ) -> bool {
         use futures_util::FutureExt;
         let start = Instant::now();
-        loop {
+        let budget = self.config.busy_poll + self.spin_allowance;
+        let give_up = start + 2 * self.config.busy_poll * MAX_SPIN_STRETCH;
+        // CPU time of this spin so far, as far as the clock can tell: the time between
+        // polls, except yields during which something else evidently ran.
+        let mut spun = Duration::ZERO;
+        let mut resumed = start;
+        let found_work = loop {
             // The application's wake-up first: a sender then spends no reads on it.
             if shared.wake_driver.notified().now_or_never().is_some() {
-                return true;
+                break true;
             }
             self.read(&sockets.unicast);
             if let Some(m) = &sockets.multicast {
                 self.read(m);
             }
             if !self.received.is_empty() {
-                return true;
+                break true;
             }
             let now = Instant::now();
             if deadline.is_some_and(|at| at <= now) {
-                return true;
+                break true;
             }
-            if now.duration_since(start) >= self.config.busy_poll {
-                return false;
+            spun += now.duration_since(resumed);
+            if spun >= budget || now >= give_up {
+                break false;
             }
+            // Let other threads and processes that wait for a CPU run first.
+            std::thread::yield_now();
             // Let this thread's other tasks (the application's) run in between.
             tokio::task::yield_now().await;
-        }
+            resumed = Instant::now();
+            let away = resumed.duration_since(now);
+            if away < YIELD_GAVE_WAY {
+                // Nothing else ran: the yields were part of the spin.
+                spun += away;
+            }
+        };
+        // The first `busy_poll` of every spin is free; the rest was earned by working.
+        let beyond_free = spun.saturating_sub(self.config.busy_poll);
+        self.spin_allowance = self.spin_allowance.saturating_sub(beyond_free);
+        found_work
+    }
+
+    /// Credits a round of real work (reading, the core, sending) to the spin allowance.
+    fn worked(&mut self, time: Duration) {
+        self.spin_allowance =
+            (self.spin_allowance + time).min(self.config.busy_poll * MAX_SPIN_STRETCH);
     }
 
     /// Reads what the socket has, up to a batch, without waiting.

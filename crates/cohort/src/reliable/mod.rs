@@ -96,8 +96,12 @@ pub struct ReliableChannelConfig {
     /// datagrams it is then never asleep, so the sender pays no wake-up in `sendto` and
     /// the receiver none in epoll. A member whose application is multicasting does not
     /// spin (that slowed the stream), nor does one that received nothing: the cost is up
-    /// to this much CPU after each received burst, none on an idle channel. UDP only.
-    /// Default 50 µs, like [`Config::busy_poll`](crate::Config::busy_poll).
+    /// to this much CPU after each received burst, none on an idle channel. Under a dense
+    /// stream a spin may last longer, by as much CPU time as the member spent on real work
+    /// since its last spin (at most 20 times this in all), so it can outlast a short
+    /// pause of the sender; and the spin yields the CPU to any other thread or process
+    /// that waits for it. UDP only. Default 50 µs, like
+    /// [`Config::busy_poll`](crate::Config::busy_poll).
     pub busy_poll: Duration,
 }
 
