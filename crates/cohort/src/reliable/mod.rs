@@ -94,9 +94,10 @@ pub struct ReliableChannelConfig {
     /// How long a receiving member keeps polling its UDP sockets, after a round that
     /// received datagrams, before it sleeps; zero turns this off. Under a stream of
     /// datagrams it is then never asleep, so the sender pays no wake-up in `sendto` and
-    /// the receiver none in epoll. A member whose application is multicasting does not
-    /// spin (that slowed the stream), nor does one that received nothing: the cost is up
-    /// to this much CPU after each received burst, none on an idle channel. Under a dense
+    /// the receiver none in epoll. A member whose application is multicasting spins only
+    /// after rounds that delivered others' messages (a lone sender's spin on its
+    /// acknowledgements slowed the stream), and one that received nothing never: the cost
+    /// is up to this much CPU after each received burst, none on an idle channel. Under a dense
     /// stream a spin may last longer, by as much CPU time as the member spent on real work
     /// since its last spin (at most 20 times this in all), so it can outlast a short
     /// pause of the sender; and the spin yields the CPU to any other thread or process
