@@ -96,12 +96,12 @@ pub struct ReliableChannelConfig {
     /// datagrams it is then never asleep, so the sender pays no wake-up in `sendto` and
     /// the receiver none in epoll. A member whose application is multicasting spins only
     /// after rounds that delivered others' messages (a lone sender's spin on its
-    /// acknowledgements slowed the stream), and one that received nothing never: the cost
-    /// is up to this much CPU after each received burst, none on an idle channel. Under a dense
-    /// stream a spin may last longer, by as much CPU time as the member spent on real work
-    /// since its last spin (at most 20 times this in all), so it can outlast a short
-    /// pause of the sender; and the spin yields the CPU to any other thread or process
-    /// that waits for it. UDP only. Default 50 µs, like
+    /// acknowledgements slowed the stream), and one that received nothing never: the
+    /// cost is up to this much CPU after each received burst, none on an idle channel.
+    /// Under a dense stream a spin may last longer, by as much CPU time as the member
+    /// spent on real work since its last spin (up to 20 times this), so it can outlast a
+    /// short pause of the sender; and the spin yields the CPU to any other thread or
+    /// process that waits for it. UDP only. Default 50 µs, like
     /// [`Config::busy_poll`](crate::Config::busy_poll).
     pub busy_poll: Duration,
 }
