@@ -138,31 +138,23 @@ impl Reliable {
         }
         let threshold = self.config.ack_threshold;
         for (id, peer) in &mut self.peers {
+            let mut ack = |w: &mut RecvWindow, unicast: bool| {
+                w.unacked = 0;
+                w.acked = w.next() - 1;
+                let to = Destination::Member(*id);
+                let buf = self
+                    .bundler
+                    .buffer(to, ACK_RECORD_LEN, now, &mut self.transmits);
+                wire::encode_ack(buf, unicast, w.acked);
+            };
             if let Some(w) = peer.mcast_in.as_mut()
                 && w.unacked >= threshold
             {
-                w.unacked = 0;
-                w.acked = w.next() - 1;
-                let buf = self.bundler.buffer(
-                    Destination::Member(*id),
-                    ACK_RECORD_LEN,
-                    now,
-                    &mut self.transmits,
-                );
-                wire::encode_ack(buf, false, w.acked);
+                ack(w, false);
                 self.gossip_dirty = true;
             }
-            let w = &mut peer.uni_in;
-            if w.unacked >= threshold {
-                w.unacked = 0;
-                w.acked = w.next() - 1;
-                let buf = self.bundler.buffer(
-                    Destination::Member(*id),
-                    ACK_RECORD_LEN,
-                    now,
-                    &mut self.transmits,
-                );
-                wire::encode_ack(buf, true, w.acked);
+            if peer.uni_in.unacked >= threshold {
+                ack(&mut peer.uni_in, true);
             }
         }
         if self.gossip_dirty {

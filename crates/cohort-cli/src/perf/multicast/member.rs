@@ -24,7 +24,7 @@ use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableConfig, T
 use cohort::{GroupMember, MemberId, View, ViewId};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::net::UdpSocket;
 
 use crate::CliResult;
@@ -183,12 +183,8 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
     let channel = ReliableChannel::start_static(ids[args.index], config, view)?;
     print(&json!({"event": "ready"}));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        match stdin.next_line().await? {
-            Some(line) if line.trim() == "go" => break,
-            Some(_) => {}
-            None => return Ok(()),
-        }
+    if !wait_for_go(&mut stdin).await? {
+        return Ok(());
     }
     let start = Instant::now();
     let cpu_start = cpu_ns(std::process::id()).unwrap_or(0);
@@ -319,6 +315,16 @@ pub(crate) async fn run(args: MemberArgs) -> CliResult {
     Ok(())
 }
 
+/// Waits for the parent's `go` line; `false` if stdin closed first (the parent gave up).
+async fn wait_for_go(stdin: &mut Lines<BufReader<Stdin>>) -> std::io::Result<bool> {
+    while let Some(line) = stdin.next_line().await? {
+        if line.trim() == "go" {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Checks one delivery against the next expected sequence number of its sender.
 fn check(
     d: &cohort::reliable::Delivery,
@@ -375,12 +381,8 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> CliResult {
     let socket = UdpSocket::from_std(socket)?;
     print(&json!({"event": "ready"}));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        match stdin.next_line().await? {
-            Some(line) if line.trim() == "go" => break,
-            Some(_) => {}
-            None => return Ok(()),
-        }
+    if !wait_for_go(&mut stdin).await? {
+        return Ok(());
     }
     let start = Instant::now();
     let start_us = unix_us();
