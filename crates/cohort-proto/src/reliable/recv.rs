@@ -13,6 +13,14 @@ use bytes::{Bytes, BytesMut};
 use super::config::ReliableConfig;
 use crate::wire::cohort::reliable::{DataRecord, Fragment};
 
+/// The most seqnos one stream's NAKs ask for at a time: a receiver that missed a whole
+/// window does not ask for all of it at once, which would arrive as one burst the size of
+/// the window (and be lost again on a link that cannot queue it).
+const MAX_NAK_SEQNOS: u64 = 1024;
+/// The fewest seqnos a NAK round may ask for. Between the two, a round asks for twice as
+/// many as the answers to the previous rounds brought (see `RecvWindow::due_naks`).
+const MIN_NAK_SEQNOS: u64 = 64;
+
 /// A received message kept in the window.
 #[derive(Debug, Clone)]
 pub(crate) struct Msg {
@@ -39,6 +47,16 @@ struct Gap {
     last: u64,
     due: Instant,
     attempt: u32,
+    /// When it was last NAKed.
+    naked: Option<Instant>,
+}
+
+/// A missing seqno that arrived: when, which, and when it had last been NAKed.
+#[derive(Debug, Clone, Copy)]
+struct Fill {
+    at: Instant,
+    seqno: u64,
+    asked: Option<Instant>,
 }
 
 /// What became of a received message.
@@ -74,6 +92,10 @@ pub(crate) struct RecvWindow {
     pub(crate) acked: u64,
     /// Credit cost delivered since the last acknowledgement.
     pub(crate) unacked: usize,
+    /// The latest missing seqno that arrived (see `due_naks`).
+    last_fill: Option<Fill>,
+    /// NAKed seqnos that arrived since the last NAK round.
+    answered: u64,
 }
 
 impl RecvWindow {
@@ -91,6 +113,8 @@ impl RecvWindow {
             max_span,
             acked: start - 1,
             unacked: 0,
+            last_fill: None,
+            answered: 0,
         }
     }
 
@@ -161,7 +185,13 @@ impl RecvWindow {
             if !matches!(self.ring[idx], Slot::Missing) {
                 return Received::Duplicate;
             }
-            self.fill_gap(seqno);
+            let asked = self.fill_gap(seqno);
+            self.answered += u64::from(asked.is_some());
+            self.last_fill = Some(Fill {
+                at: now,
+                seqno,
+                asked,
+            });
             self.bytes += msg.payload.len();
             self.ring[idx] = Slot::Waiting(msg);
         }
@@ -199,18 +229,18 @@ impl RecvWindow {
             last,
             due: now + config.nak_delay(0),
             attempt: 0,
+            naked: None,
         });
     }
 
-    /// Removes `seqno` from the gap that holds it.
-    fn fill_gap(&mut self, seqno: u64) {
+    /// Removes `seqno` from the gap that holds it; returns when that gap was last NAKed.
+    fn fill_gap(&mut self, seqno: u64) -> Option<Instant> {
         let i = self.gaps.partition_point(|g| g.last < seqno);
-        let Some(gap) = self.gaps.get_mut(i) else {
-            return;
-        };
+        let gap = self.gaps.get_mut(i)?;
         if gap.first > seqno {
-            return;
+            return None;
         }
+        let asked = gap.naked;
         match (gap.first == seqno, gap.last == seqno) {
             (true, true) => {
                 self.gaps.remove(i);
@@ -224,6 +254,7 @@ impl RecvWindow {
                 self.gaps.insert(i + 1, upper);
             }
         }
+        asked
     }
 
     fn take_for_delivery(&mut self, idx: usize) -> Msg {
@@ -381,6 +412,17 @@ impl RecvWindow {
 
     /// Appends to `out` the gaps whose NAK is due and schedules their next NAK. Returns
     /// the highest attempt number among them (0 = first NAK), or `None` if none was due.
+    ///
+    /// A gap that was NAKed before is not NAKed again while the answers are still coming
+    /// in: if missing seqnos keep arriving (within the gap's current NAK delay) and none
+    /// that was asked for after this gap (or with it, above it) arrived, its
+    /// retransmission is most likely still on the way, queued behind the ones arriving,
+    /// so the NAK waits until that stream of answers pauses. Without this, a receiver that asked for a large range
+    /// over a slow or queueing link asked again every NAK interval while the first
+    /// answer was still draining, and every repeat brought the whole range again (a
+    /// paused receiver behind a 50 Mbit/s link got each missing message 30-60 times).
+    /// An answer that passed the gap by shows its own retransmission was lost, so
+    /// the gap is NAKed on schedule.
     pub(crate) fn due_naks(
         &mut self,
         now: Instant,
@@ -388,11 +430,44 @@ impl RecvWindow {
         out: &mut Vec<(u64, u64)>,
     ) -> Option<u32> {
         let mut attempt = None;
+        let last_fill = self.last_fill;
+        // What the path brought back last time, doubled: on a link that loses what it
+        // cannot queue, asking for more than arrives only makes more of it lost (large
+        // datagrams that meet a full queue leave useless fragments behind), so the
+        // request grows with what gets through.
+        let mut budget = (2 * self.answered).clamp(MIN_NAK_SEQNOS, MAX_NAK_SEQNOS);
+        let full_budget = budget;
         for gap in self.gaps.iter_mut().filter(|g| g.due <= now) {
-            out.push((gap.first, gap.last));
+            let delay = config.nak_delay(gap.attempt);
+            if let (Some(naked), Some(fill)) = (gap.naked, last_fill) {
+                let answers_flowing = fill.at + delay > now;
+                // Answers come in the order they were asked for (and within one NAK in
+                // seqno order): one asked for after this gap arrived, so this gap's
+                // answer should have too.
+                let passed_by = fill
+                    .asked
+                    .is_some_and(|asked| asked > naked || asked == naked && fill.seqno > gap.last);
+                if answers_flowing && !passed_by {
+                    gap.due = fill.at + delay;
+                    continue;
+                }
+            }
+            if budget == 0 {
+                gap.due = now + delay;
+                continue;
+            }
+            // Only the start of a long gap: the rest is asked for once these answers
+            // have come in (the gap then counts as asked for, and waits as above).
+            let last = gap.last.min(gap.first + budget - 1);
+            budget -= last - gap.first + 1;
+            out.push((gap.first, last));
             attempt = attempt.max(Some(gap.attempt));
             gap.attempt += 1;
             gap.due = now + config.nak_delay(gap.attempt);
+            gap.naked = Some(now);
+        }
+        if budget < full_budget {
+            self.answered = 0;
         }
         attempt
     }
@@ -503,6 +578,66 @@ mod tests {
         assert!(!h.w.has_gaps());
         assert_eq!(h.w.next(), 11);
         assert_eq!(h.got.len(), 10);
+    }
+
+    #[test]
+    fn answers_still_arriving_hold_the_nak_back() {
+        let ms = Duration::from_millis;
+        let mut h = Harness::new(false);
+        h.rx(data(10, b"j"));
+        let mut naks = Vec::new();
+        let t1 = h.now + ms(100);
+        assert_eq!(h.w.due_naks(t1, &h.config, &mut naks), Some(0));
+        assert_eq!(naks, [(1, 9)]);
+        // The answers come in order: 1, 2, then 4 (3 was lost on the way).
+        h.now = t1 + ms(150);
+        for (s, p) in [(1, b"a"), (2, b"b"), (4, b"d")] {
+            h.rx(data(s, p));
+        }
+        // At the second NAK only 3 is asked for again: 4, asked for with it, passed it
+        // by. 5..=9 may still be on the way behind 4.
+        let t2 = t1 + ms(200);
+        naks.clear();
+        assert_eq!(h.w.due_naks(t2, &h.config, &mut naks), Some(1));
+        assert_eq!(naks, [(3, 3)]);
+        // They wait until no answer came for a NAK delay (200 ms after the last one).
+        assert_eq!(h.w.next_nak(), Some(h.now + ms(200)));
+        naks.clear();
+        assert_eq!(h.w.due_naks(h.now + ms(199), &h.config, &mut naks), None);
+        assert_eq!(h.w.due_naks(h.now + ms(200), &h.config, &mut naks), Some(1));
+        assert_eq!(naks, [(5, 9)]);
+    }
+
+    #[test]
+    fn a_long_gap_is_asked_for_in_parts_that_grow_with_the_answers() {
+        let ms = Duration::from_millis;
+        let config = ReliableConfig::default();
+        let now = Instant::now();
+        let mut w = RecvWindow::new(1, false, 10_000);
+        w.receive(data(5001, b"x"), now, &config, &mut |_, _| {});
+        let mut naks = Vec::new();
+        assert_eq!(w.due_naks(now + ms(100), &config, &mut naks), Some(0));
+        assert_eq!(naks, [(1, MIN_NAK_SEQNOS)]);
+        // Nothing came back: the next NAK asks for the same part again.
+        naks.clear();
+        assert_eq!(w.due_naks(now + ms(300), &config, &mut naks), Some(1));
+        assert_eq!(naks, [(1, MIN_NAK_SEQNOS)]);
+        // The part arrived: once the answers pause, the next part is twice as long.
+        let mut at = now + ms(350);
+        let mut next = 1;
+        let mut asked = MIN_NAK_SEQNOS;
+        for attempt in 2..6 {
+            for s in next..next + asked {
+                w.receive(data(s, b"."), at, &config, &mut |_, _| {});
+            }
+            next += asked;
+            asked = (2 * asked).min(MAX_NAK_SEQNOS);
+            at += config.nak_delay(attempt);
+            naks.clear();
+            assert_eq!(w.due_naks(at, &config, &mut naks), Some(attempt));
+            assert_eq!(naks, [(next, next + asked - 1)], "attempt {attempt}");
+        }
+        assert_eq!(asked, MAX_NAK_SEQNOS, "the parts stop growing");
     }
 
     #[test]
