@@ -1,7 +1,9 @@
 //! Reliable multicast with real `cohort multicast` processes on three hosts (network
 //! namespaces on one bridge) whose links lose 10 % of what they send and delay it
-//! (`tc netem`, or an iptables rule where the kernel has no netem): every member delivers every message exactly once in each sender's order;
-//! a receiver paused with SIGSTOP for 5 s catches up afterwards without loss.
+//! (`tc netem`; where the kernel has no netem, an iptables rule for the loss and a
+//! 50 Mbit/s token bucket whose queue delays): every member delivers every message
+//! exactly once in each sender's order; a receiver paused with SIGSTOP for 5 s catches up
+//! afterwards without loss.
 //! Needs root, iproute2, tc and iptables. Ports: UDP 24700-24702, multicast group port 46220.
 
 mod support;

@@ -287,8 +287,9 @@ impl NetLab {
 
     /// Makes host `i` lose `loss_percent` % of the packets it sends and delay them by
     /// `delay_ms`, with `tc netem` on its `eth0`. Kernels built without netem
-    /// (`CONFIG_NET_SCH_NETEM`) get the loss alone, from an iptables `statistic` rule;
-    /// the returned text says which was applied.
+    /// (`CONFIG_NET_SCH_NETEM`) get the loss from an iptables `statistic` rule and, where
+    /// `tbf` exists, queueing delay from a 50 Mbit/s token bucket instead of a fixed
+    /// delay; the returned text says which was applied.
     pub(crate) fn impair(&self, i: usize, loss_percent: u32, delay_ms: u32) -> String {
         let host = self.host_ns(i).to_owned();
         let netem = run(Command::new("ip").args([
@@ -329,11 +330,26 @@ impl NetLab {
             "-j",
             "DROP",
         ]));
-        match rule {
-            Ok(_) => format!("iptables loss {loss_percent}% (no netem: {netem_error})"),
-            Err(e) => panic!(
+        if let Err(e) = rule {
+            panic!(
                 "NetLab {}: cannot impair host {i}: netem: {netem_error}; iptables: {e}",
                 self.name
+            );
+        }
+        // Without netem there is no fixed delay; a slow link's queue delays instead: a
+        // token bucket at 50 Mbit/s holding up to 20 ms, so bursts wait there (and what
+        // overflows it is lost on top of the random loss).
+        let shaped = run(Command::new("ip").args([
+            "netns", "exec", &host, "tc", "qdisc", "replace", "dev", HOST_IF, "root", "tbf",
+            "rate", "50mbit", "burst", "32kb", "latency", "100ms",
+        ]));
+        match shaped {
+            Ok(_) => format!(
+                "iptables loss {loss_percent}%, queueing delay up to 20 ms behind a 50 Mbit/s \
+                 token bucket (no netem: {netem_error})"
+            ),
+            Err(e) => format!(
+                "iptables loss {loss_percent}%, no delay (no netem: {netem_error}; no tbf: {e})"
             ),
         }
     }
