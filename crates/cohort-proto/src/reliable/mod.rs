@@ -7,7 +7,10 @@
 //! - **Loss**: a receiver that sees a gap (or learns of a higher seqno from a gossip) sends
 //!   a NAK after [`nak_backoff`](ReliableConfig::nak_backoff) and again on the back-off
 //!   schedule until the message arrives. The sender (or a random member, or by multicast,
-//!   as configured) retransmits it.
+//!   as configured) retransmits it. NAKs are paced to their answers: while answers keep
+//!   coming, a gap is asked for again only once an answer asked for after it arrived
+//!   first, and each round asks for at most twice what the last one brought (64-1 024
+//!   messages), so a link slower than the sender is not flooded with repeats.
 //! - **Stability**: every member gossips, every
 //!   [`stable_interval`](ReliableConfig::stable_interval) while anything is outstanding,
 //!   how far it consumed every sender's multicasts and the highest seqno it sent itself.
