@@ -676,6 +676,27 @@ impl Reliable {
         let d = self.deliveries.pop_front()?;
         let before = self.delivery_queue_bytes;
         self.delivery_queue_bytes -= d.payload.len();
+        self.deliveries_taken(before);
+        Some(d)
+    }
+
+    /// Moves up to `max` messages for the application to the end of `out`, in the order
+    /// of [`Reliable::poll_delivery`]; returns how many. Cheaper per message than
+    /// `poll_delivery` for a runtime that hands them over in batches.
+    pub fn poll_deliveries(&mut self, out: &mut Vec<Delivery>, max: usize) -> usize {
+        let n = max.min(self.deliveries.len());
+        let before = self.delivery_queue_bytes;
+        let start = out.len();
+        out.extend(self.deliveries.drain(..n));
+        let taken: usize = out[start..].iter().map(|d| d.payload.len()).sum();
+        self.delivery_queue_bytes -= taken;
+        self.deliveries_taken(before);
+        n
+    }
+
+    /// After deliveries were taken (the queue held `before` bytes): if the application
+    /// caught up, return the credits withheld meanwhile.
+    fn deliveries_taken(&mut self, before: usize) {
         if before > self.config.max_delivery_queue
             && self.delivery_queue_bytes <= self.config.max_delivery_queue
         {
@@ -686,7 +707,6 @@ impl Reliable {
             self.next_stable = Some(now);
             self.update_stability();
         }
-        Some(d)
     }
 
     /// True if the runtime has work for the core now: datagrams waiting for

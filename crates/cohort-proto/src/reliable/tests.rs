@@ -92,6 +92,9 @@ struct Net {
     bottleneck: Option<(f64, Duration)>,
     /// When each member's outgoing link is free again (with a bottleneck).
     link_free: HashMap<usize, Instant>,
+    /// Members take their deliveries in batches (`poll_deliveries`, odd seeds) rather
+    /// than one by one (`poll_delivery`).
+    batched: bool,
 }
 
 impl Net {
@@ -109,6 +112,7 @@ impl Net {
             cut: HashSet::new(),
             bottleneck: None,
             link_free: HashMap::new(),
+            batched: seed % 2 == 1,
         }
     }
 
@@ -208,7 +212,13 @@ impl Net {
             }
         }
         if self.nodes[i].draining {
-            while let Some(d) = self.nodes[i].r.poll_delivery() {
+            let mut taken = Vec::new();
+            if self.batched {
+                while self.nodes[i].r.poll_deliveries(&mut taken, 7) > 0 {}
+            } else {
+                taken.extend(std::iter::from_fn(|| self.nodes[i].r.poll_delivery()));
+            }
+            for d in taken {
                 let (sender, counter, oob, unicast) = parse(&d.payload);
                 assert_eq!(d.oob, oob, "oob flag");
                 assert_eq!(d.unicast, unicast, "unicast flag");

@@ -553,12 +553,7 @@ impl ReliableChannel {
             }
             let (n, output) = {
                 let mut core = self.shared.core();
-                let mut n = 0;
-                while n < max {
-                    let Some(d) = core.poll_delivery() else { break };
-                    out.push(d);
-                    n += 1;
-                }
+                let n = core.poll_deliveries(out, max);
                 (n, core.has_pending_work())
             };
             if n > 0 {
