@@ -558,23 +558,9 @@ fn slow_receiver_bounds_the_sender() {
         let mut sent = Vec::new();
         let mut refused = 0;
         for _ in 0..3000 {
-            let counter = net.nodes[sender].sent;
             let now = net.now;
-            match net.nodes[sender].r.multicast(
-                message(sender, counter, false, false, 500),
-                SendOpts::default(),
-                now,
-            ) {
-                Ok(()) => {
-                    net.nodes[sender].sent += 1;
-                    sent.push(SentRecord {
-                        sender,
-                        counter,
-                        view_seq: 1,
-                        oob: false,
-                        to: None,
-                    });
-                }
+            match multicast_next(&mut net, sender, 500, &mut sent) {
+                Ok(()) => {}
                 Err(SendError::NoCredit) => refused += 1,
                 Err(e) => panic!("{e}"),
             }
@@ -604,26 +590,8 @@ fn slow_receiver_bounds_the_sender() {
         while net.nodes[sender].r.poll_event().is_some() {}
         let mut credit_events = 0;
         for _ in 0..3000 {
-            let counter = net.nodes[sender].sent;
             let now = net.now;
-            if net.nodes[sender]
-                .r
-                .multicast(
-                    message(sender, counter, false, false, 500),
-                    SendOpts::default(),
-                    now,
-                )
-                .is_ok()
-            {
-                net.nodes[sender].sent += 1;
-                sent.push(SentRecord {
-                    sender,
-                    counter,
-                    view_seq: 1,
-                    oob: false,
-                    to: None,
-                });
-            }
+            let _ = multicast_next(&mut net, sender, 500, &mut sent);
             net.nodes[sender].r.flush(now);
             let next = net.now + Duration::from_micros(200);
             net.run_until(next);
@@ -817,27 +785,38 @@ fn a_member_that_leaves_stops_holding_others_back() {
     });
 }
 
+/// Multicasts `sender`'s next message (`filler` bytes after the header) and, if it was
+/// accepted, records it in `sent`.
+fn multicast_next(
+    net: &mut Net,
+    sender: usize,
+    filler: usize,
+    sent: &mut Vec<SentRecord>,
+) -> Result<(), SendError> {
+    let counter = net.nodes[sender].sent;
+    let now = net.now;
+    let node = &mut net.nodes[sender];
+    node.r.multicast(
+        message(sender, counter, false, false, filler),
+        SendOpts::default(),
+        now,
+    )?;
+    node.sent += 1;
+    sent.push(SentRecord {
+        sender,
+        counter,
+        view_seq: node.view_seq,
+        oob: false,
+        to: None,
+    });
+    Ok(())
+}
+
 /// Multicasts `count` small messages from `sender`, flushing after each, stepping time.
 fn send_some(net: &mut Net, sender: usize, count: u64, sent: &mut Vec<SentRecord>) {
     for _ in 0..count {
-        let counter = net.nodes[sender].sent;
         let now = net.now;
-        net.nodes[sender]
-            .r
-            .multicast(
-                message(sender, counter, false, false, 100),
-                SendOpts::default(),
-                now,
-            )
-            .expect("send");
-        net.nodes[sender].sent += 1;
-        sent.push(SentRecord {
-            sender,
-            counter,
-            view_seq: net.nodes[sender].view_seq,
-            oob: false,
-            to: None,
-        });
+        multicast_next(net, sender, 100, sent).expect("send");
         net.nodes[sender].r.flush(now);
         let next = net.now + ms(1);
         net.run_until(next);
@@ -1137,23 +1116,9 @@ fn a_paused_receiver_catches_up() {
         let stop_at = resume_at + ms(500);
         while net.now < stop_at {
             net.nodes[paused].alive = !(pause_at..resume_at).contains(&net.now);
-            let counter = net.nodes[sender].sent;
             let now = net.now;
-            match net.nodes[sender].r.multicast(
-                message(sender, counter, false, false, 1000),
-                SendOpts::default(),
-                now,
-            ) {
-                Ok(()) => {
-                    net.nodes[sender].sent += 1;
-                    sent.push(SentRecord {
-                        sender,
-                        counter,
-                        view_seq: 1,
-                        oob: false,
-                        to: None,
-                    });
-                }
+            match multicast_next(&mut net, sender, 1000, &mut sent) {
+                Ok(()) => {}
                 Err(SendError::NoCredit) => refused += 1,
                 Err(e) => panic!("{e}"),
             }
@@ -1199,26 +1164,9 @@ fn a_paused_receiver_behind_slow_links_catches_up_without_a_flood() {
         let stop_at = resume_at + ms(200);
         while net.now < stop_at {
             net.nodes[paused].alive = !(pause_at..resume_at).contains(&net.now);
-            let counter = net.nodes[sender].sent;
             let now = net.now;
-            if net.nodes[sender]
-                .r
-                .multicast(
-                    message(sender, counter, false, false, 1000),
-                    SendOpts::default(),
-                    now,
-                )
-                .is_ok()
-            {
-                net.nodes[sender].sent += 1;
-                sent.push(SentRecord {
-                    sender,
-                    counter,
-                    view_seq: 1,
-                    oob: false,
-                    to: None,
-                });
-            }
+            // Refused for lack of credit while the receiver is away: tried again later.
+            let _ = multicast_next(&mut net, sender, 1000, &mut sent);
             net.nodes[sender].r.flush(now);
             let next = net.now + ms(2);
             net.run_until(next);
