@@ -139,8 +139,8 @@ impl ReliableConfig {
                 "ack_threshold must not exceed credit_window".into(),
             ));
         }
-        let largest = self.max_message_size
-            + self.max_message_size.div_ceil(self.fragment_payload()) * MESSAGE_COST;
+        let largest =
+            self.max_message_size + self.fragment_count(self.max_message_size) * MESSAGE_COST;
         if self.max_retransmit_buffer < self.credit_window.max(largest) {
             return Err(ConfigError(format!(
                 "max_retransmit_buffer must hold credit_window and the largest message \
@@ -160,6 +160,14 @@ impl ReliableConfig {
     /// record (the largest record form) after the header.
     pub(crate) fn fragment_payload(&self) -> usize {
         self.max_datagram_size - HEADER_LEN - DATA_OVERHEAD - 16
+    }
+
+    /// How many fragments a message of `len` payload bytes goes in (at least one). Most
+    /// messages fit in one, which is answered without a division: this runs for every
+    /// message, twice in a burst.
+    pub(crate) fn fragment_count(&self, len: usize) -> usize {
+        let frag = self.fragment_payload();
+        if len <= frag { 1 } else { len.div_ceil(frag) }
     }
 
     /// The delay before NAK number `attempt` (0 = the first).

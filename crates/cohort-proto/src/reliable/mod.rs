@@ -219,7 +219,7 @@ impl Reliable {
         now: Instant,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let fragments = config.max_message_size.div_ceil(config.fragment_payload());
+        let fragments = config.fragment_count(config.max_message_size);
         // A sender never has more than a window of credit (or one large message)
         // outstanding, and a receiver never lags behind what the sender still holds.
         let max_span = (config.credit_window / send::MESSAGE_COST + fragments + 16) as u64;
@@ -363,7 +363,7 @@ impl Reliable {
             });
         }
         let frag = self.config.fragment_payload();
-        let count = payload.len().div_ceil(frag).max(1);
+        let count = self.config.fragment_count(payload.len());
         if count == 1 {
             // The common case: the payload itself is kept, no extra reference.
             self.multicast_piece(payload, None, opts.oob, now);
@@ -435,7 +435,7 @@ impl Reliable {
             return Err(SendError::NoCredit);
         }
         let frag = self.config.fragment_payload();
-        let count = payload.len().div_ceil(frag).max(1);
+        let count = self.config.fragment_count(payload.len());
         for i in 0..count {
             let (piece, fragment) = if count == 1 {
                 (payload.clone(), None)
@@ -476,7 +476,7 @@ impl Reliable {
                 max: self.config.max_message_size,
             });
         }
-        let count = len.div_ceil(self.config.fragment_payload()).max(1);
+        let count = self.config.fragment_count(len);
         Ok(len + count * send::MESSAGE_COST)
     }
 
