@@ -166,6 +166,85 @@ async fn unicast_reaches_only_its_destination_in_order() {
     );
 }
 
+/// Member 0 multicasts 1 000 numbered messages, every tenth out of band, and sends 200
+/// numbered unicasts to member 1, every fourth out of band: every member delivers each
+/// multicast once (member 1 each unicast too), the out-of-band ones flagged, the others in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_band_messages_arrive_once_and_flagged() {
+    const MULTICASTS: u32 = 1_000;
+    const UNICASTS: u32 = 200;
+    let multicast_oob = |seq: u32| seq % 10 == 3;
+    let unicast_oob = |seq: u32| seq % 4 == 1;
+    let channels = start(3, 24_140, Some(46_203));
+    let to = channels[1].local();
+    for seq in 0..MULTICASTS {
+        let msg = seq.to_be_bytes().to_vec();
+        if multicast_oob(seq) {
+            channels[0].multicast_oob(msg).await.unwrap();
+        } else {
+            channels[0].multicast(msg).await.unwrap();
+        }
+    }
+    for seq in 0..UNICASTS {
+        let msg = seq.to_be_bytes().to_vec();
+        if unicast_oob(seq) {
+            channels[0].send_to_oob(to, msg).await.unwrap();
+        } else {
+            channels[0].send_to(to, msg).await.unwrap();
+        }
+    }
+    for (i, ch) in channels.iter().enumerate() {
+        let expected_unicasts = if i == 1 { UNICASTS } else { 0 };
+        // Per kind (multicast, unicast): which seqnos arrived, and the last in-order one.
+        let mut seen = [
+            vec![false; MULTICASTS as usize],
+            vec![false; UNICASTS as usize],
+        ];
+        let mut last_in_order: [Option<u32>; 2] = [None, None];
+        for _ in 0..MULTICASTS + expected_unicasts {
+            let d = tokio::time::timeout(Duration::from_secs(30), ch.recv())
+                .await
+                .expect("deliveries stalled")
+                .unwrap();
+            assert_eq!(d.from, channels[0].local());
+            let seq = u32::from_be_bytes(d.payload[..].try_into().unwrap());
+            let kind = usize::from(d.unicast);
+            let oob = if d.unicast {
+                unicast_oob(seq)
+            } else {
+                multicast_oob(seq)
+            };
+            assert_eq!(
+                d.oob, oob,
+                "member {i}: oob flag of {seq} (unicast {})",
+                d.unicast
+            );
+            assert!(
+                !seen[kind][seq as usize],
+                "member {i}: {seq} delivered twice"
+            );
+            seen[kind][seq as usize] = true;
+            if !d.oob {
+                assert!(
+                    last_in_order[kind].is_none_or(|last| last < seq),
+                    "member {i}: {seq} out of order"
+                );
+                last_in_order[kind] = Some(seq);
+            }
+        }
+        assert!(seen[0].iter().all(|s| *s), "member {i} missed a multicast");
+        if i == 1 {
+            assert!(seen[1].iter().all(|s| *s), "member 1 missed a unicast");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for ch in &channels {
+        assert!(ch.try_recv().is_none(), "an extra delivery");
+        ch.close().await;
+    }
+}
+
 /// Waits until `node`'s view has exactly `n` members.
 async fn wait_for_members(node: &cohort::Node, n: usize) {
     let mut watch = node.watch_view();

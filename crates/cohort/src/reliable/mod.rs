@@ -391,8 +391,25 @@ impl ReliableChannel {
     /// [`deliver_own`](ReliableConfig::deliver_own) is set), reliably and in order. Waits
     /// while the flow-control window is full.
     pub async fn multicast(&self, payload: impl Into<Bytes>) -> Result<(), ReliableSendError> {
-        let payload = payload.into();
-        self.send_with(|core, now| core.multicast(payload.clone(), SendOpts::default(), now))
+        self.multicast_with(payload.into(), SendOpts::default())
+            .await
+    }
+
+    /// Multicasts `payload` *out of band*, for urgent traffic: as reliable as
+    /// [`multicast`](Self::multicast) (every member delivers it exactly once, retransmitted
+    /// if lost), but each member delivers it as soon as it arrives, without waiting for the
+    /// sender's earlier messages, so it may overtake them. The delivery has
+    /// [`oob`](Delivery::oob) set. It uses the same flow-control window as in-order sends.
+    pub async fn multicast_oob(&self, payload: impl Into<Bytes>) -> Result<(), ReliableSendError> {
+        self.multicast_with(payload.into(), SendOpts::OOB).await
+    }
+
+    async fn multicast_with(
+        &self,
+        payload: Bytes,
+        opts: SendOpts,
+    ) -> Result<(), ReliableSendError> {
+        self.send_with(|core, now| core.multicast(payload.clone(), opts, now))
             .await
     }
 
@@ -403,8 +420,28 @@ impl ReliableChannel {
         to: MemberId,
         payload: impl Into<Bytes>,
     ) -> Result<(), ReliableSendError> {
-        let payload = payload.into();
-        self.send_with(|core, now| core.unicast(to, payload.clone(), SendOpts::default(), now))
+        self.send_to_with(to, payload.into(), SendOpts::default())
+            .await
+    }
+
+    /// Sends `payload` to member `to` only, out of band: reliable like
+    /// [`send_to`](Self::send_to), but delivered as soon as it arrives, so it may overtake
+    /// earlier unicasts to `to` (see [`multicast_oob`](Self::multicast_oob)).
+    pub async fn send_to_oob(
+        &self,
+        to: MemberId,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), ReliableSendError> {
+        self.send_to_with(to, payload.into(), SendOpts::OOB).await
+    }
+
+    async fn send_to_with(
+        &self,
+        to: MemberId,
+        payload: Bytes,
+        opts: SendOpts,
+    ) -> Result<(), ReliableSendError> {
+        self.send_with(|core, now| core.unicast(to, payload.clone(), opts, now))
             .await
     }
 
