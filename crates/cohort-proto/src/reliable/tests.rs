@@ -1,6 +1,7 @@
 //! Seeded simulations of whole groups: no sockets, virtual time, a network that loses,
 //! duplicates and reorders datagrams. A failing run prints its seed; set
-//! `RELIABLE_SIM_SEED=<seed>` to replay just that one.
+//! `RELIABLE_SIM_SEED=<seed>` to replay just that one, or `RELIABLE_SIM_RUNS=<n>` to run
+//! `n` seeds per test instead of the few that CI runs (a soak).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -18,12 +19,17 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// The seeds to run: the one in `RELIABLE_SIM_SEED`, else `count` seeds from `first`.
+/// The seeds to run: the one in `RELIABLE_SIM_SEED`, else `count` seeds from `first`
+/// (`RELIABLE_SIM_RUNS` of them if set).
 fn seeds(first: u64, count: u64) -> Vec<u64> {
-    match std::env::var("RELIABLE_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("RELIABLE_SIM_SEED must be a number")],
-        Err(_) => (first..first + count).collect(),
+    if let Ok(s) = std::env::var("RELIABLE_SIM_SEED") {
+        return vec![s.parse().expect("RELIABLE_SIM_SEED must be a number")];
     }
+    let count = match std::env::var("RELIABLE_SIM_RUNS") {
+        Ok(n) => n.parse().expect("RELIABLE_SIM_RUNS must be a number"),
+        Err(_) => count,
+    };
+    (first..first + count).collect()
 }
 
 /// Runs `run(seed)` for each seed; on a panic, names the seed and how to replay it.
