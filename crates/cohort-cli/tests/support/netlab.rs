@@ -337,7 +337,7 @@ impl NetLab {
             );
         }
         // Without netem there is no fixed delay; a slow link's queue delays instead: a
-        // token bucket at 50 Mbit/s holding up to 20 ms, so bursts wait there (and what
+        // token bucket at 50 Mbit/s holding up to 100 ms, so bursts wait there (and what
         // overflows it is lost on top of the random loss).
         let shaped = run(Command::new("ip").args([
             "netns", "exec", &host, "tc", "qdisc", "replace", "dev", HOST_IF, "root", "tbf",
@@ -345,7 +345,7 @@ impl NetLab {
         ]));
         match shaped {
             Ok(_) => format!(
-                "iptables loss {loss_percent}%, queueing delay up to 20 ms behind a 50 Mbit/s \
+                "iptables loss {loss_percent}%, queueing delay up to 100 ms behind a 50 Mbit/s \
                  token bucket (no netem: {netem_error})"
             ),
             Err(e) => format!(
