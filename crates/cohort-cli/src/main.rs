@@ -5,7 +5,6 @@ mod elect;
 mod members;
 mod node;
 mod output;
-mod perf;
 mod router;
 mod status;
 
@@ -32,20 +31,10 @@ enum Command {
     Router(router::RouterArgs),
     /// Start three nodes on this machine and show discovery, messages and a member leaving.
     Demo(demo::DemoArgs),
-    /// Measure ACKed send throughput and latency against baselines.
-    Perf(perf::PerfArgs),
-    /// Measure group formation, crash and hang detection and idle cost against Serf.
-    PerfGroup(perf::group::PerfGroupArgs),
-    /// Measure leader election (cold start, kill -9, hung leader) against ZooKeeper 3.8.
-    PerfElection(perf::election::PerfElectionArgs),
-    /// Measure reliable group multicast throughput against JGroups and raw UDP.
-    PerfMulticast(perf::multicast::PerfMulticastArgs),
-    /// Run one member of a reliable multicast group with a fixed view (for tests and
-    /// benchmarks; driven through stdin/stdout).
-    Multicast(perf::multicast::member::MemberArgs),
-    /// Internal: a receiver process of `cohort perf`.
-    #[command(hide = true)]
-    PerfSink(perf::PerfSinkArgs),
+    /// The benchmarks (`perf`, `perf-group`, `perf-election`, `perf-multicast`) and their
+    /// helper processes, from the `cohort-bench` crate.
+    #[command(flatten)]
+    Bench(cohort_bench::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,17 +46,15 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let mut builder = match &cli.command {
-        // A group member of a benchmark shares the machine with the other members: one
-        // thread, where the driver wakes the application task without a futex, is the
-        // cheaper schedule (`--threads` changes it).
-        Command::Multicast(args) if args.threads == 1 => {
-            tokio::runtime::Builder::new_current_thread()
-        }
-        Command::Multicast(args) if args.threads > 1 => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(args.threads);
-            b
-        }
+        Command::Bench(bench) => match bench.runtime_threads() {
+            Some(1) => tokio::runtime::Builder::new_current_thread(),
+            Some(n) => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(n);
+                b
+            }
+            None => tokio::runtime::Builder::new_multi_thread(),
+        },
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -84,12 +71,7 @@ fn main() -> std::process::ExitCode {
             Command::Router(args) => router::run(args).await,
             Command::Elect(args) => elect::run(args).await,
             Command::Demo(args) => demo::run(args).await,
-            Command::Perf(args) => perf::run(args).await,
-            Command::PerfSink(args) => perf::sink(args).await,
-            Command::PerfGroup(args) => perf::group::run(args).await,
-            Command::PerfElection(args) => perf::election::run(args).await,
-            Command::PerfMulticast(args) => perf::multicast::run(args).await,
-            Command::Multicast(args) => perf::multicast::member::run(args).await,
+            Command::Bench(command) => cohort_bench::run(command).await,
         }
     });
     // A read of stdin blocks a runtime thread until input arrives; don't wait for it.

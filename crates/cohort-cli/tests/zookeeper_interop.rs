@@ -3,7 +3,7 @@
 //! harness alone, and ensembles where cohort voters and ZooKeeper servers elect together.
 
 #[allow(dead_code)]
-#[path = "../src/perf/zookeeper.rs"]
+#[path = "../../cohort-bench/src/perf/zookeeper.rs"]
 mod zookeeper;
 
 use std::path::PathBuf;

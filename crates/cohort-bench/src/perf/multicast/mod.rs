@@ -25,7 +25,7 @@
 //! As root it runs itself inside a fresh network namespace whose `lo` routes multicast
 //! (`--no-netns` to stay in the current one, which then needs such a route).
 
-pub(crate) mod member;
+pub mod member;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -37,11 +37,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::CliResult;
+use crate::BenchResult;
 
 /// Options of `cohort perf-multicast`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct PerfMulticastArgs {
+pub struct PerfMulticastArgs {
     /// Group sizes.
     #[arg(long, value_delimiter = ',', default_value = "2,4")]
     members: Vec<usize>,
@@ -143,7 +143,8 @@ struct Outcome {
     arrived: Option<f64>,
 }
 
-pub(crate) async fn run(args: PerfMulticastArgs) -> CliResult {
+/// `cohort perf-multicast`: every scenario, in a namespace of its own when run as root.
+pub async fn run(args: PerfMulticastArgs) -> BenchResult {
     if !args.no_netns && crate::perf::process::is_root() && std::env::var_os(IN_NETNS).is_none() {
         return run_in_netns().await;
     }
@@ -426,7 +427,7 @@ const IN_NETNS: &str = "COHORT_PERF_MULTICAST_NETNS";
 
 /// Creates `cohortmperf<pid>` with `lo` up and multicast routed to it, runs this command
 /// again inside it, and deletes it afterwards.
-async fn run_in_netns() -> CliResult {
+async fn run_in_netns() -> BenchResult {
     let ns = format!("cohortmperf{}", std::process::id());
     let ip = |a: &[&str]| -> Result<(), String> {
         let out = std::process::Command::new("ip")

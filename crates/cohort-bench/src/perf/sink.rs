@@ -10,11 +10,11 @@ use tokio::io::AsyncReadExt;
 use super::PerfSinkArgs;
 use super::cohort_bench::{perf_config, start_timed};
 use super::process::unix_us;
-use crate::CliResult;
+use crate::BenchResult;
 
 /// Runs the sink: prints `ready` (id, port, pid, start time, time to first heartbeat),
 /// counts messages until stdin closes, then prints `stopped` with the counts.
-pub(super) async fn sink_main(args: PerfSinkArgs) -> CliResult {
+pub(super) async fn sink_main(args: PerfSinkArgs) -> BenchResult {
     let start_unix_us = unix_us();
     let config = perf_config(
         &args.domain,

@@ -30,11 +30,11 @@ use serde_json::{Value, json};
 use super::process::{Proc, loadavg, unix_us};
 use super::sample::{Spread, round};
 use super::zookeeper::{ZkEnsemble, ZkVoter};
-use crate::CliResult;
+use crate::BenchResult;
 
 /// Options of `cohort perf-election`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct PerfElectionArgs {
+pub struct PerfElectionArgs {
     /// Ensemble sizes (numbers of voters, at most 9).
     #[arg(long, value_delimiter = ',', default_value = "3,5")]
     sizes: Vec<usize>,
@@ -144,7 +144,7 @@ impl Results {
 }
 
 /// Runs the benchmark.
-pub(crate) async fn run(args: PerfElectionArgs) -> CliResult {
+pub async fn run(args: PerfElectionArgs) -> BenchResult {
     if args.sizes.iter().any(|&n| !(1..=9).contains(&n)) {
         return Err("--sizes: between 1 and 9 voters".into());
     }
@@ -160,7 +160,7 @@ pub(crate) async fn run(args: PerfElectionArgs) -> CliResult {
     tokio::task::spawn_blocking(move || measure(&args, &systems)).await?
 }
 
-fn measure(args: &PerfElectionArgs, systems: &[System]) -> CliResult {
+fn measure(args: &PerfElectionArgs, systems: &[System]) -> BenchResult {
     let load_before = loadavg();
     let exe = std::env::current_exe()?;
     let mut results = Results::default();

@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::net::UdpSocket;
 
-use crate::CliResult;
+use crate::BenchResult;
 use crate::perf::process::{cpu_ns, unix_us};
 
 /// Bytes at the start of every message: sender index, sequence number, send time (µs).
@@ -38,7 +38,7 @@ const SEND_BATCH_BYTES: usize = 256 << 10;
 
 /// Options of `cohort multicast`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct MemberArgs {
+pub struct MemberArgs {
     /// This member's position in `--members`.
     #[arg(long)]
     pub(super) index: usize,
@@ -86,7 +86,7 @@ pub(crate) struct MemberArgs {
 
 /// The values of `--transport`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TransportArg {
+pub enum TransportArg {
     /// UDP multicast or fan-out.
     Udp,
     /// A TCP connection per pair of members.
@@ -117,7 +117,8 @@ fn print(value: &serde_json::Value) {
     let _ = out.flush();
 }
 
-pub(crate) async fn run(args: MemberArgs) -> CliResult {
+/// `cohort multicast`: one member, until stdin closes (see the module docs).
+pub async fn run(args: MemberArgs) -> BenchResult {
     if args.size < HEADER {
         return Err(format!("--size must be at least {HEADER}").into());
     }
@@ -359,7 +360,7 @@ fn check(
 }
 
 /// The no-protocol baseline (see the module docs).
-async fn raw(args: MemberArgs, senders: Vec<usize>) -> CliResult {
+async fn raw(args: MemberArgs, senders: Vec<usize>) -> BenchResult {
     let local = args.members[args.index];
     let socket = std::net::UdpSocket::bind(local)?;
     let interface = match local.ip() {

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use super::process::on_own_runtime;
 use super::{PerfArgs, measure};
-use crate::CliResult;
+use crate::BenchResult;
 
 /// Runs `ip` with `args`; its stderr is the error.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -28,7 +28,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// Creates `cohortperf<pid>` with `lo` up and multicast routed to it, runs this command
 /// again inside it, and deletes it afterwards.
-pub(super) async fn run_in_netns(args: &PerfArgs) -> CliResult {
+pub(super) async fn run_in_netns(args: &PerfArgs) -> BenchResult {
     let ns = format!("cohortperf{}", std::process::id());
     let setup = ip(&["netns", "add", &ns])
         .and_then(|()| ip(&["-n", &ns, "link", "set", "lo", "up"]))

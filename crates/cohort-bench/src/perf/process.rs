@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Flavor;
-use crate::CliResult;
+use crate::BenchResult;
 
 /// A child process whose stdout lines are collected in the background; closing its
 /// stdin tells it to stop.
@@ -143,14 +143,14 @@ pub(super) async fn on_own_runtime<F, Fut>(
     flavor: Flavor,
     workers: usize,
     f: F,
-) -> CliResult
+) -> BenchResult
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = CliResult>,
+    Fut: Future<Output = BenchResult>,
 {
     let thread = std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || -> CliResult {
+        .spawn(move || -> BenchResult {
             let rt = build_runtime(name, flavor, workers)?;
             let result = rt.block_on(f());
             // A blocking stdin read may still be parked in the pool; don't wait for it.

@@ -22,11 +22,11 @@ use clap::Args;
 use serde_json::Value;
 
 use super::process::{cpu_ns, is_root, rss_kib};
-use crate::CliResult;
+use crate::BenchResult;
 
 /// Options of `cohort perf-group`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct PerfGroupArgs {
+pub struct PerfGroupArgs {
     /// Repetitions of each timed scenario (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -52,14 +52,14 @@ pub(crate) struct PerfGroupArgs {
 }
 
 /// Runs the benchmark, in a fresh network namespace when root.
-pub(crate) async fn run(args: PerfGroupArgs) -> CliResult {
+pub async fn run(args: PerfGroupArgs) -> BenchResult {
     if args.in_netns.is_none() && is_root() {
         return in_own_netns();
     }
     tokio::task::spawn_blocking(move || measure(&args)).await?
 }
 
-fn in_own_netns() -> CliResult {
+fn in_own_netns() -> BenchResult {
     let ns = format!("cohortgroupperf{}", std::process::id());
     let ip = |a: &[&str]| Command::new("ip").args(a).status().map(|s| s.success());
     let ok = ip(&["netns", "add", &ns]).unwrap_or(false)
@@ -460,7 +460,7 @@ fn one_run(
     Ok(())
 }
 
-fn measure(args: &PerfGroupArgs) -> CliResult {
+fn measure(args: &PerfGroupArgs) -> BenchResult {
     let mut systems: Vec<Box<dyn System>> = Vec::new();
     for s in &args.systems {
         match s.as_str() {
@@ -488,7 +488,7 @@ fn measure(args: &PerfGroupArgs) -> CliResult {
 }
 
 /// Runs `small` cohort nodes under full CPU load and reports every view change.
-fn under_load(args: &PerfGroupArgs) -> CliResult {
+fn under_load(args: &PerfGroupArgs) -> BenchResult {
     let sys = CohortSystem {
         exe: std::env::current_exe()?,
         mcast_port: 46451,

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::sample::Sample;
-use crate::CliResult;
+use crate::BenchResult;
 
 /// Tribes' ACK frame: "FLT2002", length 3, ACK_DATA (6,2,3), "TLF2003". 21 bytes.
 const ACK_FRAME: [u8; 21] = [
@@ -22,7 +22,7 @@ pub(super) const STREAM_CHUNK: usize = 64 * 1024;
 
 /// The raw TCP peer: per connection a 5-byte header (mode, size), then either ping-pong
 /// (`P`: read `size` bytes, answer 21) or streaming (`S`: read to EOF, answer the count).
-pub(super) async fn raw_server() -> CliResult {
+pub(super) async fn raw_server() -> BenchResult {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let port = listener.local_addr()?.port();
     println!(

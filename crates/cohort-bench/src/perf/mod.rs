@@ -27,9 +27,9 @@
 //! [`report`] the tables and JSON.
 
 mod cohort_bench;
-pub(crate) mod election;
-pub(crate) mod group;
-pub(crate) mod multicast;
+pub mod election;
+pub mod group;
+pub mod multicast;
 mod netns;
 mod process;
 mod raw_tcp;
@@ -57,7 +57,7 @@ use self::process::{Proc, loadavg, on_own_runtime, rss_kib, unix_us};
 use self::raw_tcp::{STREAM_CHUNK, raw_ping_pong, raw_stream};
 use self::report::Report;
 use self::sample::{Sample, Scenario, round};
-use crate::CliResult;
+use crate::BenchResult;
 
 /// Bytes a data frame adds around the message: framing (18), options, timestamp and
 /// the two length fields (20), the 16-byte message id, the sender's member record
@@ -82,7 +82,7 @@ fn default_busy_poll_us() -> u64 {
 
 /// Options of `cohort perf`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct PerfArgs {
+pub struct PerfArgs {
     /// Seconds each scenario runs.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
@@ -147,7 +147,7 @@ impl PerfArgs {
 
 /// Options of `cohort perf-sink` (started by `cohort perf`).
 #[derive(Args, Debug, Clone)]
-pub(crate) struct PerfSinkArgs {
+pub struct PerfSinkArgs {
     /// Cluster name.
     #[arg(long, default_value = "cohort-perf")]
     domain: String,
@@ -175,7 +175,7 @@ pub(crate) struct PerfSinkArgs {
 // Entry points
 
 /// `cohort perf`: re-executes itself in a network namespace when it can, then measures.
-pub(crate) async fn run(args: PerfArgs) -> CliResult {
+pub async fn run(args: PerfArgs) -> BenchResult {
     if args.in_netns.is_none() && !args.no_netns && process::is_root() {
         return netns::run_in_netns(&args).await;
     }
@@ -185,7 +185,7 @@ pub(crate) async fn run(args: PerfArgs) -> CliResult {
 
 /// `cohort perf-sink`: a spinner (`--spin`), the raw TCP peer (`--raw`) or a cohort
 /// sink, until stdin closes.
-pub(crate) async fn sink(args: PerfSinkArgs) -> CliResult {
+pub async fn sink(args: PerfSinkArgs) -> BenchResult {
     if args.spin {
         std::thread::spawn(|| {
             let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
@@ -215,7 +215,7 @@ fn progress(msg: impl AsRef<str>) {
 }
 
 /// The measuring process: everything, until done or Ctrl-C.
-async fn measure(args: PerfArgs) -> CliResult {
+async fn measure(args: PerfArgs) -> BenchResult {
     tokio::select! {
         r = measure_inner(&args) => r,
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
@@ -224,7 +224,7 @@ async fn measure(args: PerfArgs) -> CliResult {
 
 /// Starts the sinks and the sending node, runs the raw baseline, cohort's scenarios and
 /// Tribes', and prints the report.
-async fn measure_inner(args: &PerfArgs) -> CliResult {
+async fn measure_inner(args: &PerfArgs) -> BenchResult {
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let load_before = loadavg();
     let pid = std::process::id();
