@@ -17,7 +17,7 @@
 //!
 //! Knobs: `NEMESIS_SEED=<u64>` replays a run's fault schedule (the seed is printed at the
 //! start and in every failure message); `NEMESIS_SECS=<n>` runs faults for `n` seconds
-//! (default 120). Long soaks outlast nextest's timeout; run the test binary through
+//! (default 140). Long soaks outlast nextest's timeout; run the test binary through
 //! `cargo test` instead:
 //! `NEMESIS_SECS=600 cargo test -p cohort-cli --test netns_nemesis -- --include-ignored --nocapture`.
 //! `COHORT_LOG=cohort=debug` makes the nodes log to their stderr files (under
@@ -39,7 +39,7 @@ use support::{NetLab, cohort_bin, ms, secs};
 const HOSTS: usize = 7;
 /// Seconds of faults when `NEMESIS_SECS` is not set: with setup and the last episode the
 /// test takes about 2.5 minutes.
-const DEFAULT_SECS: u64 = 120;
+const DEFAULT_SECS: u64 = 140;
 /// Longest the live nodes may take, after the last heal of an episode, to agree on one
 /// view of exactly the live processes. The default failure detector suspects after
 /// 1.7 s; a fault healed just before its removal completes still has to finish it and
