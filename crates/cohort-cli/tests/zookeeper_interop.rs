@@ -2,16 +2,12 @@
 //! started by the test with its own configuration on loopback, ports 23000-23499): the
 //! harness alone, and ensembles where cohort voters and ZooKeeper servers elect together.
 
-#[allow(dead_code)]
-#[path = "../../cohort-bench/src/perf/zookeeper.rs"]
-mod zookeeper;
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cohort::election::{Election, ElectionOptions, Leadership, Role, Sid};
-use zookeeper::{ZkEnsemble, ZkMode, ZkTiming, ZkVoter};
+use cohort_bench::perf::zookeeper::{ZkEnsemble, ZkMode, ZkTiming, ZkVoter};
 
 fn tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

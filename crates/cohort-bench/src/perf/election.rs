@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::process::{Proc, loadavg, unix_us};
+use super::process::{loadavg, unix_us};
 use super::sample::{Spread, round};
 use super::zookeeper::{ZkEnsemble, ZkVoter};
 use crate::BenchResult;
+use crate::supervisor::{Proc, Signal};
 
 /// Options of `cohort perf-election`.
 #[derive(Args, Debug, Clone)]
@@ -395,7 +396,7 @@ fn cohort_run(
         .expect("the leader is a voter");
     let t0 = unix_us();
     match scenario {
-        Scenario::Hung => voters[li].proc.signal("-STOP"),
+        Scenario::Hung => voters[li].proc.signal(Signal::Stop),
         _ => voters[li].proc.kill(),
     }
     let rest: Vec<usize> = all.into_iter().filter(|&i| i != li).collect();
@@ -473,7 +474,7 @@ fn zk_run(
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     match scenario {
-        Scenario::Hung => zk.signal(leader, "-STOP"),
+        Scenario::Hung => zk.signal(leader, Signal::Stop),
         _ => zk.kill9(leader),
     }
     // Only the others are asked: a stopped server would hold every poll for its timeout.

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::process::{cpu_ns, is_root, rss_kib};
 use crate::BenchResult;
+use crate::supervisor::{Signal, send_signal};
 
 /// Options of `cohort perf-group`.
 #[derive(Args, Debug, Clone)]
@@ -109,10 +110,8 @@ impl NodeProc {
         self.child.id()
     }
 
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status();
+    fn signal(&self, signal: Signal) {
+        let _ = send_signal(self.pid(), signal);
     }
 
     fn name(&self) -> String {
@@ -419,7 +418,7 @@ fn one_run(
         let victim = nodes.pop().expect("joiner");
         let gone = victim.name();
         let t0 = unix_ns();
-        victim.signal("-KILL");
+        victim.signal(Signal::Kill);
         let refs: Vec<&NodeProc> = nodes.iter().collect();
         let took = wait_all(&refs, t0, Duration::from_secs(30), &|_, m| {
             !m.contains(&gone) && m.len() == small
@@ -431,13 +430,13 @@ fn one_run(
         let hung = nodes.pop().expect("member");
         let gone = hung.name();
         let t0 = unix_ns();
-        hung.signal("-STOP");
+        hung.signal(Signal::Stop);
         let refs: Vec<&NodeProc> = nodes.iter().collect();
         let took = wait_all(&refs, t0, Duration::from_secs(30), &|_, m| {
             !m.contains(&gone)
         })?;
         r.times.entry("SIGSTOP").or_default().push(took);
-        hung.signal("-CONT");
+        hung.signal(Signal::Cont);
         drop(hung);
         drop(nodes);
         std::thread::sleep(Duration::from_millis(1500));

@@ -37,9 +37,7 @@ mod report;
 mod sample;
 mod sink;
 mod tribes;
-// Shared with the ZooKeeper interop tests, which use other parts of it.
-#[allow(dead_code)]
-mod zookeeper;
+pub mod zookeeper;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -53,11 +51,12 @@ use cohort::{Config, Event, Member};
 use serde_json::json;
 
 use self::cohort_bench::{cohort_run, cohort_run_timed, perf_config, start_timed};
-use self::process::{Proc, loadavg, on_own_runtime, rss_kib, unix_us};
+use self::process::{loadavg, on_own_runtime, rss_kib, unix_us};
 use self::raw_tcp::{STREAM_CHUNK, raw_ping_pong, raw_stream};
 use self::report::Report;
 use self::sample::{Sample, Scenario, round};
 use crate::BenchResult;
+use crate::supervisor::Proc;
 
 /// Bytes a data frame adds around the message: framing (18), options, timestamp and
 /// the two length fields (20), the 16-byte message id, the sender's member record

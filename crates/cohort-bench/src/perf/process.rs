@@ -1,140 +1,10 @@
-//! Child processes that talk JSON lines on stdout, the runtime each perf process runs
-//! on, and what `/proc` tells about a process (RSS, CPU time, load, uid).
+//! The runtime each perf process runs on, and what `/proc` tells about a process (RSS,
+//! CPU time, load, uid). Child processes: [`crate::supervisor`].
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use serde_json::Value;
-use tokio::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Flavor;
 use crate::BenchResult;
-
-/// A child process whose stdout lines are collected in the background; closing its
-/// stdin tells it to stop.
-pub(super) struct Proc {
-    /// Name for error messages.
-    pub(super) name: String,
-    /// The process.
-    child: Child,
-    /// Its stdin, until [`Proc::close_stdin`].
-    stdin: Option<ChildStdin>,
-    /// Its stdout, line by line.
-    lines: mpsc::UnboundedReceiver<String>,
-}
-
-impl Proc {
-    /// Starts `cmd` with piped stdin and stdout, and `stderr` as given.
-    pub(super) fn spawn(
-        name: impl Into<String>,
-        cmd: &mut Command,
-        stderr: Stdio,
-    ) -> std::io::Result<Self> {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self {
-            name: name.into(),
-            stdin: child.stdin.take(),
-            child,
-            lines,
-        })
-    }
-
-    /// The process id.
-    pub(super) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next JSON line whose "event" is `event`; other lines are skipped.
-    pub(super) async fn expect(&mut self, event: &str, within: Duration) -> Result<Value, String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                .await
-                .map_err(|_| format!("{}: no \"{event}\" within {within:?}", self.name))?
-                .ok_or_else(|| {
-                    format!(
-                        "{}: exited before \"{event}\" ({})",
-                        self.name,
-                        self.child
-                            .try_wait()
-                            .ok()
-                            .flatten()
-                            .map_or_else(|| "still running".into(), |s| s.to_string())
-                    )
-                })?;
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["event"] == event {
-                return Ok(v);
-            }
-            if v["event"] == "error" {
-                return Err(format!("{}: {}", self.name, v["message"]));
-            }
-        }
-    }
-
-    /// The next stdout line already read, without waiting.
-    pub(super) fn try_line(&mut self) -> Option<String> {
-        self.lines.try_recv().ok()
-    }
-
-    /// `kill -9`, and reaps the process.
-    pub(super) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends `signal` as kill(1) takes it (`-STOP`, `-CONT`, …); returns once delivered.
-    pub(super) fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status();
-    }
-
-    /// Closes stdin: the signal to stop.
-    pub(super) fn close_stdin(&mut self) {
-        drop(self.stdin.take());
-    }
-
-    /// Closes stdin (the signal to stop) and waits for the exit, killing after `grace`.
-    pub(super) async fn stop(&mut self, grace: Duration) {
-        self.close_stdin();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Runs `f` on a runtime of its own, on a thread of its own, so the flavor under test is
 /// not the CLI's default one.
@@ -277,6 +147,7 @@ impl CpuUse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn own_cpu_time_grows() {

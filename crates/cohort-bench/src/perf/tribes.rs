@@ -12,9 +12,10 @@ use cohort::{Event, Node};
 use serde_json::{Value, json};
 
 use super::cohort_bench::{cohort_run, perf_config};
-use super::process::{Proc, rss_kib};
+use super::process::rss_kib;
 use super::sample::{Sample, Scenario};
 use super::{PerfArgs, progress};
+use crate::supervisor::Proc;
 
 /// What the Tribes part of a run found.
 #[derive(Default)]

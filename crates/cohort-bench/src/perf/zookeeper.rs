@@ -9,7 +9,7 @@
 //! (`Mode: leader` / `Mode: follower`): ZooKeeper answers it only once the server is
 //! serving, so "leader" means the election is over *and* the followers have synced.
 //!
-//! Std only (no tokio), so the integration tests can include this file as a module.
+//! Std only (no tokio); the integration tests of `cohort-cli` use it too.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -18,28 +18,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::supervisor::{Signal, send_signal};
+
 /// Where the Debian package puts ZooKeeper's jar; its manifest names its dependencies.
-pub(crate) const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 /// One voter of an ensemble, as every server's `zoo.cfg` lists it (`server.<sid>=`).
 #[derive(Clone, Debug)]
-pub(crate) struct ZkVoter {
+pub struct ZkVoter {
     /// The server id (`myid`).
-    pub(crate) sid: u64,
+    pub sid: u64,
     /// Loopback address the voter binds.
-    pub(crate) host: Ipv4Addr,
+    pub host: Ipv4Addr,
     /// ZAB port (followers connect to the leader here).
-    pub(crate) quorum_port: u16,
+    pub quorum_port: u16,
     /// Leader election port (`QuorumCnxManager`).
-    pub(crate) election_port: u16,
+    pub election_port: u16,
     /// Client port (only for ZooKeeper servers; the `srvr` command goes here).
-    pub(crate) client_port: u16,
+    pub client_port: u16,
 }
 
 impl ZkVoter {
     /// A voter on `127.0.0.1` whose ports derive from `base` and `sid`: client
     /// `base + sid`, quorum `base + 20 + sid`, election `base + 40 + sid` (`sid < 20`).
-    pub(crate) fn loopback(base: u16, sid: u64) -> Self {
+    pub fn loopback(base: u16, sid: u64) -> Self {
         assert!(sid < 20, "sid {sid} does not fit the port layout");
         let s = sid as u16;
         Self {
@@ -52,19 +54,19 @@ impl ZkVoter {
     }
 
     /// The election address (`host:election_port`).
-    pub(crate) fn election_addr(&self) -> SocketAddr {
+    pub fn election_addr(&self) -> SocketAddr {
         SocketAddr::from((self.host, self.election_port))
     }
 
     /// The client address (`host:client_port`).
-    pub(crate) fn client_addr(&self) -> SocketAddr {
+    pub fn client_addr(&self) -> SocketAddr {
         SocketAddr::from((self.host, self.client_port))
     }
 }
 
 /// What `srvr` says about a server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ZkMode {
+pub enum ZkMode {
     /// `Mode: leader`.
     Leader,
     /// `Mode: follower`.
@@ -75,15 +77,15 @@ pub(crate) enum ZkMode {
 
 /// ZooKeeper's timing settings in `zoo.cfg`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ZkTiming {
+pub struct ZkTiming {
     /// `tickTime`, in milliseconds: the unit of the other two.
-    pub(crate) tick_ms: u64,
+    pub tick_ms: u64,
     /// `initLimit`, in ticks: how long a new leader waits for a quorum of followers to
     /// connect and sync (and a follower for the leader) before it gives up and elects again.
-    pub(crate) init_limit: u32,
+    pub init_limit: u32,
     /// `syncLimit`, in ticks: how long a follower's read from the leader may block before it
     /// counts the leader as gone (this is how a hung leader is noticed).
-    pub(crate) sync_limit: u32,
+    pub sync_limit: u32,
 }
 
 impl Default for ZkTiming {
@@ -105,7 +107,7 @@ struct ZkServer {
 
 /// A set of ZooKeeper servers sharing one ensemble definition, possibly with voters
 /// that are not ZooKeeper (cohort voters) listed in the same `zoo.cfg`.
-pub(crate) struct ZkEnsemble {
+pub struct ZkEnsemble {
     dir: PathBuf,
     servers: Vec<ZkServer>,
 }
@@ -114,12 +116,12 @@ impl ZkEnsemble {
     /// Writes the configuration for the ZooKeeper servers `zk_sids` of the ensemble
     /// `voters` under a fresh directory in `parent`, with ZooKeeper's default timing.
     /// Starts nothing.
-    pub(crate) fn new(parent: &Path, voters: &[ZkVoter], zk_sids: &[u64]) -> Result<Self, String> {
+    pub fn new(parent: &Path, voters: &[ZkVoter], zk_sids: &[u64]) -> Result<Self, String> {
         Self::with_timing(parent, voters, zk_sids, ZkTiming::default())
     }
 
     /// [`new`](Self::new) with the given `tickTime`, `initLimit` and `syncLimit`.
-    pub(crate) fn with_timing(
+    pub fn with_timing(
         parent: &Path,
         voters: &[ZkVoter],
         zk_sids: &[u64],
@@ -188,12 +190,12 @@ impl ZkEnsemble {
     }
 
     /// The sids of the ZooKeeper servers (running or not).
-    pub(crate) fn sids(&self) -> Vec<u64> {
+    pub fn sids(&self) -> Vec<u64> {
         self.servers.iter().map(|s| s.voter.sid).collect()
     }
 
     /// Starts server `sid` (a JVM); its output goes to `zk<sid>.log` in the directory.
-    pub(crate) fn start(&mut self, sid: u64) -> Result<(), String> {
+    pub fn start(&mut self, sid: u64) -> Result<(), String> {
         let dir = self.dir.clone();
         let server = self.server_mut(sid);
         if server.child.is_some() {
@@ -222,7 +224,7 @@ impl ZkEnsemble {
     }
 
     /// Starts every server.
-    pub(crate) fn start_all(&mut self) -> Result<(), String> {
+    pub fn start_all(&mut self) -> Result<(), String> {
         for sid in self.sids() {
             self.start(sid)?;
         }
@@ -230,29 +232,27 @@ impl ZkEnsemble {
     }
 
     /// `kill -9` server `sid` and reaps it.
-    pub(crate) fn kill9(&mut self, sid: u64) {
+    pub fn kill9(&mut self, sid: u64) {
         if let Some(mut child) = self.server_mut(sid).child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Sends `signal` (as `kill` takes it: `-STOP`, `-CONT`, …) to server `sid`, if running.
-    pub(crate) fn signal(&self, sid: u64, signal: &str) {
+    /// Sends `signal` to server `sid`, if running.
+    pub fn signal(&self, sid: u64, signal: Signal) {
         if let Some(child) = &self.server(sid).child {
-            let _ = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status();
+            let _ = send_signal(child.id(), signal);
         }
     }
 
     /// Whether server `sid` was started and not killed.
-    pub(crate) fn is_running(&self, sid: u64) -> bool {
+    pub fn is_running(&self, sid: u64) -> bool {
         self.server(sid).child.is_some()
     }
 
     /// Asks server `sid` for its mode with `srvr`; `None` when it does not answer.
-    pub(crate) fn mode(&self, sid: u64) -> Option<ZkMode> {
+    pub fn mode(&self, sid: u64) -> Option<ZkMode> {
         let addr = self.server(sid).voter.client_addr();
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
         stream
@@ -272,7 +272,7 @@ impl ZkEnsemble {
 
     /// One poll of the servers `sids`: the leader, if one of them says it leads and all
     /// others say they follow.
-    pub(crate) fn agreed_leader(&self, sids: &[u64]) -> Option<u64> {
+    pub fn agreed_leader(&self, sids: &[u64]) -> Option<u64> {
         let mut leader = None;
         for &sid in sids {
             match self.mode(sid)? {
@@ -287,7 +287,7 @@ impl ZkEnsemble {
     /// Polls the running servers every `poll` until one says it leads and every other
     /// running server listed in `followers` says it follows; returns the leader's sid and
     /// when that was first seen.
-    pub(crate) fn wait_leader(
+    pub fn wait_leader(
         &self,
         followers: &[u64],
         timeout: Duration,
@@ -320,7 +320,7 @@ impl ZkEnsemble {
     }
 
     /// The directory holding configurations, data and logs.
-    pub(crate) fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 }
