@@ -17,7 +17,8 @@
 //!
 //! Knobs: `NEMESIS_SEED=<u64>` replays a run's fault schedule (the seed is printed at the
 //! start and in every failure message); `NEMESIS_SECS=<n>` runs faults for `n` seconds
-//! (default 140). Long soaks outlast nextest's timeout; run the test binary through
+//! (default 140); `NEMESIS_FAULTS=kill,stop,cut,partition` limits the kinds of fault (a
+//! seed replays with the same list). Long soaks outlast nextest's timeout; run the test binary through
 //! `cargo test` instead:
 //! `NEMESIS_SECS=600 cargo test -p cohort-cli --test netns_nemesis -- --include-ignored --nocapture`.
 //! `COHORT_LOG=cohort=debug` makes the nodes log to their stderr files (under
@@ -179,16 +180,57 @@ struct Plan {
     busy_cpus: bool,
 }
 
+/// The kinds of fault a run injects (`NEMESIS_FAULTS`, default all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Kill,
+    Stop,
+    Cut,
+    Partition,
+}
+
+impl Kind {
+    const ALL: [Self; 4] = [Self::Kill, Self::Stop, Self::Cut, Self::Partition];
+
+    /// Parses `NEMESIS_FAULTS`: a comma separated list of kill, stop, cut, partition.
+    fn from_env() -> Vec<Self> {
+        let Ok(list) = std::env::var("NEMESIS_FAULTS") else {
+            return Self::ALL.to_vec();
+        };
+        let kinds: Vec<Self> = list
+            .split(',')
+            .map(|k| match k.trim() {
+                "kill" => Self::Kill,
+                "stop" => Self::Stop,
+                "cut" => Self::Cut,
+                "partition" => Self::Partition,
+                other => {
+                    panic!("NEMESIS_FAULTS: unknown fault {other:?} (kill, stop, cut, partition)")
+                }
+            })
+            .collect();
+        assert!(!kinds.is_empty(), "NEMESIS_FAULTS names no fault");
+        kinds
+    }
+}
+
 impl Plan {
-    fn random(rng: &mut Rng) -> Self {
+    /// One episode's faults, of the `kinds` given. With all kinds a seed always gives the
+    /// same schedule.
+    fn random(rng: &mut Rng, kinds: &[Kind]) -> Self {
+        let singles: Vec<Kind> = kinds
+            .iter()
+            .copied()
+            .filter(|&k| k != Kind::Partition)
+            .collect();
         let single = |rng: &mut Rng, taken: &[usize]| {
             let host = rng.host_except(taken);
-            match rng.below(3) {
-                0 => Fault::Kill {
+            match singles[rng.below(singles.len() as u64) as usize] {
+                Kind::Kill => Fault::Kill {
                     host,
                     down: rng.millis(1000, 4000),
                 },
-                1 => Fault::Stop {
+                Kind::Stop => Fault::Stop {
                     host,
                     pause: rng.millis(500, 6000),
                 },
@@ -203,8 +245,13 @@ impl Plan {
                 },
             }
         };
+        let partition = match (kinds.contains(&Kind::Partition), singles.is_empty()) {
+            (false, _) => false,
+            (true, true) => true,
+            (true, false) => rng.chance(15),
+        };
         let mut faults = Vec::new();
-        if rng.chance(15) {
+        if partition {
             let a = rng.host();
             let b = rng.host_except(&[a]);
             faults.push((
@@ -321,6 +368,8 @@ struct Cluster<'a> {
     restarts: Vec<usize>,
     /// Failures found; the run continues past removals to count them all.
     violations: Vec<String>,
+    /// What the nemesis did and when, for the timeline.
+    actions: Vec<(Instant, String)>,
 }
 
 /// Host index of a member's address (10.213.0.(10 + i)).
@@ -374,6 +423,7 @@ impl<'a> Cluster<'a> {
             views: BTreeMap::new(),
             restarts: vec![0; HOSTS],
             violations: Vec::new(),
+            actions: Vec::new(),
         };
         for h in 0..HOSTS {
             let m = cluster.spawn(h);
@@ -430,6 +480,8 @@ impl<'a> Cluster<'a> {
     }
 
     fn inject(&mut self, fault: &Fault) {
+        self.actions
+            .push((Instant::now(), format!("NEMESIS {}", fault.describe())));
         match *fault {
             Fault::Kill { host, .. } => {
                 let m = &mut self.members[self.current[host]];
@@ -461,6 +513,10 @@ impl<'a> Cluster<'a> {
     }
 
     fn heal(&mut self, fault: &Fault) {
+        self.actions.push((
+            Instant::now(),
+            format!("NEMESIS heal: {}", fault.describe()),
+        ));
         match *fault {
             Fault::Kill { host, .. } => self.restart(host),
             Fault::Stop { host, .. } => self.live(host).node.sigcont(),
@@ -685,6 +741,39 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// Writes every node's stdout lines and the nemesis' actions, merged in time order, to
+    /// `path`: seconds since `since`, then UTC wall-clock time (as in the nodes' logs).
+    fn write_timeline(&self, path: &std::path::Path, since: Instant) {
+        let wall_since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(since.elapsed());
+        let mut all: Vec<(Instant, String)> = self.actions.clone();
+        for m in &self.members {
+            for l in m.node.lines() {
+                all.push((l.at, format!("{:<5} {}", m.node.name(), l.text)));
+            }
+        }
+        all.sort_by_key(|(at, _)| *at);
+        let mut text = String::new();
+        for (at, line) in all {
+            let rel = at.saturating_duration_since(since);
+            let wall = (wall_since + rel).as_millis() % 86_400_000;
+            let _ = writeln!(
+                text,
+                "{:9.3} {:02}:{:02}:{:02}.{:03} {line}",
+                rel.as_secs_f64(),
+                wall / 3_600_000,
+                wall / 60_000 % 60,
+                wall / 1000 % 60,
+                wall % 1000
+            );
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("nemesis: cannot write {}: {e}", path.display());
+        }
+    }
+
     /// Removals of members whose hosts were not faulted during an episode: their process
     /// rejoined, or a view installed by an unfaulted process left them out.
     fn removals(
@@ -868,6 +957,8 @@ impl Cluster<'_> {
         actions.sort_by_key(|&(at, heal, _)| (at, heal));
         stats.episodes += 1;
         stats.load.push(load_average());
+        self.actions
+            .push((Instant::now(), format!("EPISODE {n}: {}", plan.describe())));
         let busy = plan.busy_cpus.then(BusyCpus::start);
         let t0 = Instant::now();
         let mut heal_at = t0;
@@ -925,6 +1016,8 @@ impl Cluster<'_> {
             stats.faults_followed_by_removals += plan.faults.len();
         }
         eprintln!("nemesis: {line}");
+        self.actions
+            .push((Instant::now(), format!("RESULT {line}")));
         stats.log.push_str(&line);
         stats.log.push('\n');
         for r in found {
@@ -958,8 +1051,9 @@ fn random_faults_never_remove_a_member_that_was_not_faulted() {
         t ^ u64::from(std::process::id()).rotate_left(32)
     });
     let run_for = secs(env_u64("NEMESIS_SECS").unwrap_or(DEFAULT_SECS));
+    let kinds = Kind::from_env();
     eprintln!(
-        "nemesis: seed {seed} (replay with NEMESIS_SEED={seed}), faults for {} s",
+        "nemesis: seed {seed} (replay with NEMESIS_SEED={seed}), faults for {} s: {kinds:?}",
         run_for.as_secs()
     );
     let mut rng = Rng(seed);
@@ -970,6 +1064,7 @@ fn random_faults_never_remove_a_member_that_was_not_faulted() {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    let test_start = Instant::now();
     let mut cluster = Cluster::start(&lab);
     let (mut agreed, _, _) = cluster.converge(Instant::now()).unwrap_or_else(|e| {
         panic!("nemesis (seed {seed}): the group never formed: {e}");
@@ -979,7 +1074,7 @@ fn random_faults_never_remove_a_member_that_was_not_faulted() {
     let mut aborted = None;
     let started = Instant::now();
     while started.elapsed() < run_for {
-        let mut plan = Plan::random(&mut rng);
+        let mut plan = Plan::random(&mut rng, &kinds);
         if !iptables {
             // Keep the seed's schedule; only the way of cutting changes.
             for (_, f) in &mut plan.faults {
@@ -1000,14 +1095,20 @@ fn random_faults_never_remove_a_member_that_was_not_faulted() {
     }
     stats.load.push(load_average());
 
+    let logs = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cohort-test-logs");
+    let timeline = logs.join(format!("{}-nemesis-timeline.txt", std::process::id()));
+    cluster.write_timeline(&timeline, test_start);
     let summary = stats.summary(seed, started.elapsed());
-    eprintln!("{summary}");
+    eprintln!("{summary}\n  timeline of events: {}", timeline.display());
     let mut failures = cluster.violations.clone();
     failures.extend(aborted);
     if !failures.is_empty() {
         let shown = 20;
         let mut msg = format!(
-            "nemesis (seed {seed}; replay with NEMESIS_SEED={seed}) found {} failure(s):\n",
+            "nemesis (seed {seed}; replay with NEMESIS_SEED={seed}{}) found {} failure(s):\n",
+            std::env::var("NEMESIS_FAULTS")
+                .map(|f| format!(" NEMESIS_FAULTS={f}"))
+                .unwrap_or_default(),
             failures.len()
         );
         for f in failures.iter().take(shown) {
@@ -1018,9 +1119,11 @@ fn random_faults_never_remove_a_member_that_was_not_faulted() {
         }
         let _ = write!(
             msg,
-            "{summary}\nepisodes:\n{}node logs: {}/cohort-test-logs/{}-*",
+            "{summary}\nepisodes:\n{}timeline of events: {}\nnode logs (stderr; \
+             COHORT_LOG=cohort=debug for more): {}/{}-*",
             stats.log,
-            env!("CARGO_TARGET_TMPDIR"),
+            timeline.display(),
+            logs.display(),
             std::process::id()
         );
         panic!("{msg}");
