@@ -20,6 +20,8 @@
 //!   (SPEC §7).
 //! - [`reliable`]: reliable ordered multicast and unicast over datagrams: NAKs,
 //!   stability, credit-based flow control, fragmentation, bundling (SPEC §5).
+//! - [`security`]: cluster-key mode: every cohort datagram and stream sealed with a shared
+//!   key (XChaCha20-Poly1305), with a per-sender replay window (SPEC §8).
 //!
 //! Every decoder checks lengths before it touches or allocates anything and returns a
 //! [`wire::DecodeError`] on bad input; none of them panics (each has a fuzz target).
@@ -31,6 +33,7 @@ pub mod election;
 pub mod group;
 pub mod membership;
 pub mod reliable;
+pub mod security;
 pub mod wire;
 
 pub use membership::{
