@@ -2,6 +2,7 @@
 
 mod demo;
 mod elect;
+mod keys;
 mod members;
 mod node;
 mod output;
@@ -29,6 +30,9 @@ enum Command {
     Elect(elect::ElectArgs),
     /// Run a gossip router: a rendezvous server for discovery where there is no multicast.
     Router(router::RouterArgs),
+    /// Cluster keys: generate a key, list the keys of a key file.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Start three nodes on this machine and show discovery, messages and a member leaving.
     Demo(demo::DemoArgs),
     /// The benchmarks (`perf`, `perf-group`, `perf-election`, `perf-multicast`) and their
@@ -69,6 +73,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(args) => node::run(args).await,
             Command::Members(args) => members::run(args).await,
             Command::Router(args) => router::run(args).await,
+            Command::Keys(command) => keys::run(command),
             Command::Elect(args) => elect::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(command) => cohort_bench::run(command).await,

@@ -92,9 +92,21 @@ pub(crate) struct NodeArgs {
     /// The DNS server to ask (default: the system's).
     #[arg(long)]
     pub(crate) dns_server: Option<std::net::SocketAddr>,
+    /// Cluster-key mode: a file of keys, one per line as 64 hexadecimal digits (`cohort
+    /// keys generate`), the first one used to seal what this node sends, all accepted.
+    /// Every cohort datagram and connection is then sealed, and unsealed traffic refused.
+    #[arg(long)]
+    pub(crate) key_file: Option<std::path::PathBuf>,
     /// Print one JSON object per line.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Reads a key file (see `--key-file`).
+pub(crate) fn read_key_file(path: &std::path::Path) -> Result<cohort::Keyring, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    cohort::Keyring::from_key_file(&text).map_err(|e| format!("key file {}: {e}", path.display()))
 }
 
 impl NodeArgs {
@@ -152,6 +164,7 @@ impl NodeArgs {
                 ..cohort::GroupConfig::default()
             },
             discovery: self.discovery()?,
+            keyring: self.key_file.as_deref().map(read_key_file).transpose()?,
             ..Config::default()
         })
     }

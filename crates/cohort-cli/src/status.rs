@@ -40,6 +40,23 @@ pub(crate) fn status_json(node: &Node) -> serde_json::Value {
         "local": local,
         "view": node.view().as_ref().map(view_json),
         "members_heard": node.members().iter().map(member_json).collect::<Vec<_>>(),
+        "security": node.security().map(|s| {
+            let st = s.stats();
+            json!({
+                "keys": s.list().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "sealed": st.sealed,
+                "opened": st.opened,
+                "rejected": st.rejected(),
+                "unauthenticated": st.unauthenticated,
+                "unknown_key": st.unknown_key,
+                "bad_tag": st.bad_tag,
+                "replayed": st.replayed,
+                "stale": st.stale,
+                "bad_record": st.bad_record,
+                "too_many_senders": st.too_many_senders,
+                "refused_sends": st.refused_sends,
+            })
+        }),
     })
 }
 

@@ -69,6 +69,13 @@ pub struct Config {
     /// heartbeats to static hosts, gossip routers' lists or DNS records (see
     /// [`DiscoveryConfig`]).
     pub discovery: DiscoveryConfig,
+    /// Cluster-key mode: with a keyring, every datagram and TCP stream the node sends is
+    /// sealed with the ring's primary key, and everything it receives must open with one
+    /// of the ring's keys; plain traffic, forgeries and replays are refused and counted
+    /// (see [`Security`](crate::Security) and `SECURITY.md`). A keyed node cannot talk to
+    /// Tomcat nodes or unkeyed cohort nodes. `None` keeps the plain Tribes and cohort wire
+    /// formats. Default: `None`.
+    pub keyring: Option<crate::Keyring>,
 }
 
 /// Multicast group settings for discovery and heartbeats.
@@ -117,6 +124,7 @@ impl Default for Config {
             event_capacity: 1024,
             group: GroupConfig::default(),
             discovery: DiscoveryConfig::default(),
+            keyring: None,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use cohort_proto::membership::DatagramError;
+use cohort_proto::security::Purpose;
 use cohort_proto::{Membership, MembershipEvent};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::discovery::Candidates;
 use crate::event::Event;
 use crate::group::GroupInput;
+use crate::security::{DatagramOpen, DatagramSeal};
 use crate::shared::Shared;
 
 /// Largest datagram read. A member record is far smaller; anything bigger is malformed.
@@ -77,12 +79,19 @@ pub(crate) fn open_unicast_socket(addr: SocketAddr) -> std::io::Result<UdpSocket
 /// Sends one heartbeat datagram wherever `beacon` says.
 struct Sender {
     beacon: Beacon,
+    /// Seals each heartbeat once (the same sealed datagram goes to every target).
+    seal: DatagramSeal,
     last_probe: Option<Instant>,
     probed_version: u64,
 }
 
 impl Sender {
     async fn send(&mut self, socket: &UdpSocket, core: &Membership, datagram: &[u8]) {
+        let Some(datagram) = self.seal.seal(datagram) else {
+            warn!("heartbeat not sent: cannot seal it");
+            return;
+        };
+        let datagram = &datagram[..];
         match &self.beacon {
             Beacon::Multicast(group) => {
                 if let Err(e) = socket.send_to(datagram, *group).await {
@@ -132,8 +141,10 @@ pub(crate) async fn run(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let opener = DatagramOpen::new(shared.security.as_ref(), Purpose::Heartbeat);
     let mut sender = Sender {
         beacon,
+        seal: DatagramSeal::new(shared.security.as_ref(), Purpose::Heartbeat),
         last_probe: None,
         probed_version: 0,
     };
@@ -179,20 +190,22 @@ pub(crate) async fn run(
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
-                    let datagram = Bytes::copy_from_slice(&buf[..n]);
-                    match core.handle_datagram(to_std(Instant::now()), &datagram) {
-                        Ok(()) => {
-                            if let Some(m) = core.last_accepted()
-                                && m.is_cohort
-                                && m.domain == shared.local.domain
-                            {
-                                let _ = shared.group_inbox.send(GroupInput::Heard(m.clone()));
+                    // Refused (unsealed, forged, replayed) datagrams are counted by the seam.
+                    if let Some(datagram) = opener.open(BytesMut::from(&buf[..n])) {
+                        match core.handle_datagram(to_std(Instant::now()), &datagram) {
+                            Ok(()) => {
+                                if let Some(m) = core.last_accepted()
+                                    && m.is_cohort
+                                    && m.domain == shared.local.domain
+                                {
+                                    let _ = shared.group_inbox.send(GroupInput::Heard(m.clone()));
+                                }
                             }
+                            Err(DatagramError::ForeignDomain) => {
+                                debug!(%from, "ignored heartbeat of another domain");
+                            }
+                            Err(e) => warn!(%from, len = n, error = %e, "dropped malformed membership packet"),
                         }
-                        Err(DatagramError::ForeignDomain) => {
-                            debug!(%from, "ignored heartbeat of another domain");
-                        }
-                        Err(e) => warn!(%from, len = n, error = %e, "dropped malformed membership packet"),
                     }
                 }
                 Err(e) => warn!(error = %e, "multicast receive failed"),

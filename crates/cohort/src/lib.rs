@@ -39,6 +39,7 @@ mod heartbeat;
 mod node;
 pub mod reliable;
 pub mod router;
+pub mod security;
 mod shared;
 mod transport;
 
@@ -51,6 +52,7 @@ pub use discovery::{DiscoveryConfig, DnsDiscovery, DnsRecord, HostPorts, ParseHo
 pub use error::{SendError, StartError};
 pub use event::{Event, Events, Message};
 pub use node::{Node, NodeStats, SendReport};
+pub use security::{Key, KeyId, Keyring, KeyringError, Security, SecurityStats};
 
 /// The protocol core, re-exported for users who drive it themselves.
 pub use cohort_proto as proto;

@@ -23,6 +23,7 @@ use crate::error::{SendError, StartError};
 use crate::event::{Event, Events};
 use crate::group;
 use crate::heartbeat;
+use crate::security::{Security, SecurityStats};
 use crate::shared::Shared;
 use crate::transport::receiver;
 use crate::transport::sender::{PeerSettings, Peers};
@@ -79,6 +80,8 @@ pub struct NodeStats {
     pub malformed_frames: u64,
     /// Connections accepted by the receiver.
     pub connections_accepted: u64,
+    /// What the cluster-key seam sealed, opened and refused (all zero without a key).
+    pub security: SecurityStats,
 }
 
 impl Node {
@@ -112,18 +115,23 @@ impl Node {
             payload: config.payload.clone(),
         };
         let local = Member::from_record(&record).expect("port fits");
-        let peers = Peers::new(PeerSettings {
-            ack_timeout: config.ack_timeout,
-            connect_timeout: config.connect_timeout,
-            max_in_flight: config.max_in_flight_per_member,
-            busy_poll: config.busy_poll,
-        });
+        let security = config.keyring.clone().map(Security::new);
+        let peers = Peers::new(
+            PeerSettings {
+                ack_timeout: config.ack_timeout,
+                connect_timeout: config.connect_timeout,
+                max_in_flight: config.max_in_flight_per_member,
+                busy_poll: config.busy_poll,
+            },
+            security.clone(),
+        );
         let (group_inbox_tx, group_inbox_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(
             local.clone(),
             record.to_bytes(),
             peers,
             group_inbox_tx,
+            security,
         ));
 
         let mut tasks = Vec::new();
@@ -147,6 +155,7 @@ impl Node {
                 config.domain.clone(),
                 local.addr,
                 candidates.clone(),
+                shared.security.clone(),
             ));
             let beacon = heartbeat::Beacon::Unicast {
                 local: local.addr,
@@ -244,6 +253,13 @@ impl Node {
         self.inner.shared.view.subscribe()
     }
 
+    /// The node's cluster key state, if it was started with a
+    /// [`keyring`](Config::keyring): change the keyring of the running node through it
+    /// (install, use, remove, list), and read its counters.
+    pub fn security(&self) -> Option<&Security> {
+        self.inner.shared.security.as_ref()
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -268,6 +284,13 @@ impl Node {
             messages_received: get(&c.messages_received),
             malformed_frames: get(&c.malformed_frames),
             connections_accepted: get(&c.connections_accepted),
+            security: self
+                .inner
+                .shared
+                .security
+                .as_ref()
+                .map(Security::stats)
+                .unwrap_or_default(),
         }
     }
 

@@ -13,11 +13,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
+use cohort_proto::security::Purpose;
 use cohort_proto::wire::cohort::router::RouterMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+use crate::security::{Keyring, Security, StreamOpen, StreamSeal};
 
 /// Most connections served at once; more are refused.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -35,6 +38,7 @@ const MAX_CONNECTIONS: usize = 10_000;
 pub struct Router {
     listener: TcpListener,
     addr: SocketAddr,
+    security: Option<Security>,
 }
 
 #[derive(Default)]
@@ -79,7 +83,24 @@ impl Router {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, addr })
+        Ok(Self {
+            listener,
+            addr,
+            security: None,
+        })
+    }
+
+    /// Serves only members that hold a key of `keyring` (cluster-key mode, as the members'
+    /// [`Config::keyring`](crate::Config::keyring)): registrations and member lists are
+    /// sealed, and connections that are not are refused and counted.
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.security = Some(Security::new(keyring));
+        self
+    }
+
+    /// The cluster key state, with [`with_keyring`](Self::with_keyring): its counters.
+    pub fn security(&self) -> Option<&Security> {
+        self.security.as_ref()
     }
 
     /// The address it listens on.
@@ -116,12 +137,26 @@ impl Router {
                 s.next_id += 1;
                 s.next_id
             };
-            connections.spawn(serve(id, stream, peer, state.clone()));
+            connections.spawn(serve(
+                id,
+                stream,
+                peer,
+                state.clone(),
+                self.security.clone(),
+            ));
         }
     }
 }
 
-async fn serve(id: u64, stream: TcpStream, peer: SocketAddr, state: Arc<Mutex<State>>) {
+async fn serve(
+    id: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<Mutex<State>>,
+    security: Option<Security>,
+) {
+    let mut seal = StreamSeal::new(security.as_ref(), Purpose::RouterReply);
+    let mut opener = StreamOpen::new(security.as_ref(), Purpose::RouterRequest);
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     state
         .lock()
@@ -130,17 +165,25 @@ async fn serve(id: u64, stream: TcpStream, peer: SocketAddr, state: Arc<Mutex<St
         .insert(id, tx);
     let (mut reader, mut writer) = stream.into_split();
     let writer_task = tokio::spawn(async move {
+        let mut sealed = BytesMut::new();
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            sealed.clear();
+            if seal.seal_into(&bytes, &mut sealed).is_err()
+                || writer.write_all(&sealed).await.is_err()
+            {
                 break;
             }
         }
     });
     let mut buf = BytesMut::with_capacity(1024);
     'read: loop {
-        match reader.read_buf(&mut buf).await {
+        match reader.read_buf(opener.read_buffer(&mut buf)).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
+        }
+        if let Err(e) = opener.open(&mut buf) {
+            warn!(%peer, error = %e, "closing connection: refused");
+            break;
         }
         loop {
             match RouterMessage::decode_framed(&mut buf) {

@@ -11,6 +11,7 @@ use cohort_proto::{Member, MemberId};
 use tokio::sync::{mpsc, watch};
 
 use crate::group::GroupInput;
+use crate::security::Security;
 
 use crate::transport::sender::Peers;
 
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     membership_stats: Mutex<MembershipStats>,
     pub(crate) counters: Counters,
     pub(crate) peers: Peers,
+    /// The cluster key, if the node has one: every transport seals and opens through it.
+    pub(crate) security: Option<Security>,
 }
 
 /// Counters of the channel, updated by the transport tasks.
@@ -51,6 +54,7 @@ impl Shared {
         sender_record: Bytes,
         peers: Peers,
         group_inbox: mpsc::UnboundedSender<GroupInput>,
+        security: Option<Security>,
     ) -> Self {
         Self {
             local_id: watch::Sender::new(local.id),
@@ -62,6 +66,7 @@ impl Shared {
             membership_stats: Mutex::new(MembershipStats::default()),
             counters: Counters::default(),
             peers,
+            security,
         }
     }
 

@@ -301,9 +301,21 @@ pub fn open_datagram(
         return Err(OpenError::Truncated);
     }
     let mut message = BytesMut::from(datagram);
-    let opened = open_message(ring, purpose, &mut message)?;
-    guard.accept(opened.instance, opened.counter, opened.sent_ms, now_ms)?;
+    open_datagram_in_place(ring, guard, purpose, now_ms, &mut message)?;
     Ok(message.freeze())
+}
+
+/// [`open_datagram`] without a copy: on success `datagram` holds the plaintext.
+pub fn open_datagram_in_place(
+    ring: &Keyring,
+    guard: &mut ReplayGuard,
+    purpose: Purpose,
+    now_ms: u64,
+    datagram: &mut BytesMut,
+) -> Result<Opened, OpenError> {
+    let opened = open_message(ring, purpose, datagram)?;
+    guard.accept(opened.instance, opened.counter, opened.sent_ms, now_ms)?;
+    Ok(opened)
 }
 
 #[cfg(test)]

@@ -91,17 +91,19 @@ impl StreamOpener {
 
     /// Opens every complete record received so far and appends its plaintext to `plain`.
     /// The first record of the stream must be counter 0 of a sender the guard has not seen
-    /// (and fresh); every later one must be the next counter of the same sender.
+    /// (and fresh); every later one must be the next counter of the same sender. Returns
+    /// how many records it opened.
     pub fn open(
         &mut self,
         ring: &Keyring,
         guard: &mut ReplayGuard,
         now_ms: u64,
         plain: &mut BytesMut,
-    ) -> Result<(), OpenError> {
+    ) -> Result<usize, OpenError> {
+        let mut opened_records = 0;
         loop {
             if self.raw.is_empty() {
-                return Ok(());
+                return Ok(opened_records);
             }
             // Plain traffic is told from its first bytes, before any length is trusted: a
             // record length is below 2^24 and the sealed envelope follows it.
@@ -122,7 +124,7 @@ impl StreamOpener {
                 });
             }
             if seen < expected.len() {
-                return Ok(());
+                return Ok(opened_records);
             }
             let len = u32::from_be_bytes(self.raw[..4].try_into().expect("4 bytes")) as usize;
             if !(OVERHEAD..=MAX_RECORD).contains(&len) {
@@ -130,7 +132,7 @@ impl StreamOpener {
             }
             if self.raw.len() < RECORD_PREFIX_LEN + len {
                 self.raw.reserve(RECORD_PREFIX_LEN + len - self.raw.len());
-                return Ok(());
+                return Ok(opened_records);
             }
             self.raw.advance(RECORD_PREFIX_LEN);
             let mut message = self.raw.split_to(len);
@@ -153,6 +155,7 @@ impl StreamOpener {
             };
             self.next = Some((opened.instance, next));
             plain.put_slice(&message);
+            opened_records += 1;
         }
     }
 }

@@ -94,6 +94,7 @@ pub(crate) fn start(
     cluster: Bytes,
     local: SocketAddr,
     candidates: Arc<Candidates>,
+    security: Option<crate::Security>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     if !config.initial_hosts.is_empty() {
@@ -108,6 +109,7 @@ pub(crate) fn start(
             cluster.clone(),
             local,
             candidates.clone(),
+            security.clone(),
         )));
     }
     if let Some(dns) = &config.dns {

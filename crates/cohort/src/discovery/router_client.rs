@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use cohort_proto::security::Purpose;
 use cohort_proto::wire::cohort::router::RouterMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Candidates;
+use crate::security::{Security, StreamOpen, StreamSeal};
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -22,11 +24,21 @@ pub(super) async fn run(
     cluster: Bytes,
     local: SocketAddr,
     candidates: Arc<Candidates>,
+    security: Option<Security>,
 ) {
     let source = format!("router {router}");
     let mut retry = FIRST_RETRY;
     loop {
-        match session(router, &cluster, local, &candidates, &source).await {
+        match session(
+            router,
+            &cluster,
+            local,
+            &candidates,
+            &source,
+            security.as_ref(),
+        )
+        .await
+        {
             Ok(()) => debug!(%router, "router closed the connection"),
             Err(e) => debug!(%router, error = %e, "router session ended"),
         }
@@ -46,7 +58,13 @@ async fn session(
     local: SocketAddr,
     candidates: &Candidates,
     source: &str,
+    security: Option<&Security>,
 ) -> std::io::Result<()> {
+    let mut seal = StreamSeal::new(security, Purpose::RouterRequest);
+    let mut opener = StreamOpen::new(security, Purpose::RouterReply);
+    fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
     let mut stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(router))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -56,15 +74,16 @@ async fn session(
         addr: local,
     }
     .encode_framed(&mut out);
-    stream.write_all(&out).await?;
+    let mut sealed = BytesMut::new();
+    seal.seal_into(&out, &mut sealed).map_err(invalid)?;
+    stream.write_all(&sealed).await?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if stream.read_buf(&mut buf).await? == 0 {
+        if stream.read_buf(opener.read_buffer(&mut buf)).await? == 0 {
             return Ok(());
         }
-        while let Some(message) = RouterMessage::decode_framed(&mut buf)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-        {
+        opener.open(&mut buf).map_err(invalid)?;
+        while let Some(message) = RouterMessage::decode_framed(&mut buf).map_err(invalid)? {
             if let RouterMessage::Members { cluster: c, addrs } = message
                 && c == *cluster
             {

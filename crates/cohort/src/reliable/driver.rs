@@ -9,12 +9,14 @@ use bytes::{Bytes, BytesMut};
 use cohort_proto::MemberId;
 use cohort_proto::group::View;
 use cohort_proto::reliable::{Destination, ReliableEvent};
+use cohort_proto::security::Purpose;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, trace, warn};
 
 use super::socket::Sockets;
 use super::{ReliableChannelConfig, Shared};
+use crate::security::{DatagramOpen, DatagramSeal, Security};
 
 /// Datagrams read from one socket before the core's outputs are handled.
 const RECV_BATCH: usize = 256;
@@ -55,8 +57,11 @@ pub(super) async fn run(
     config: ReliableChannelConfig,
     sockets: Sockets,
     mut views: watch::Receiver<Option<View>>,
+    security: Option<Security>,
 ) {
     let mut driver = Driver {
+        seal: DatagramSeal::new(security.as_ref(), Purpose::ReliableDatagram),
+        open: DatagramOpen::new(security.as_ref(), Purpose::ReliableDatagram),
         group: config.multicast.map(SocketAddr::V4),
         addresses: Addresses::default(),
         config,
@@ -133,6 +138,9 @@ pub(super) async fn run(
 }
 
 struct Driver {
+    /// The cluster-key seam: seals each datagram before it leaves, opens each one read.
+    seal: DatagramSeal,
+    open: DatagramOpen,
     config: ReliableChannelConfig,
     group: Option<SocketAddr>,
     addresses: Addresses,
@@ -251,7 +259,12 @@ impl Driver {
         for _ in 0..RECV_BATCH {
             self.buf.reserve(MAX_UDP);
             match socket.try_recv_buf_from(&mut self.buf) {
-                Ok((_, from)) => self.received.push((from, self.buf.split().freeze())),
+                Ok((_, from)) => {
+                    // Refused datagrams (unsealed, forged, replayed) are counted by the seam.
+                    if let Some(datagram) = self.open.open(self.buf.split()) {
+                        self.received.push((from, datagram));
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors of earlier sends surface here; the protocol recovers.
@@ -350,8 +363,27 @@ impl Driver {
         }
         let mut errors = 0;
         let sent = self.outgoing.len() as u64;
+        // Fan-out copies of one datagram follow each other: sealed once, sent to each.
+        let mut last_sealed: Option<(Bytes, Bytes)> = None;
         for (to, datagram) in self.outgoing.drain(..) {
-            if let Err(e) = socket.send_to(&datagram, to).await {
+            let wire = match &last_sealed {
+                Some((plain, sealed))
+                    if plain.as_ptr() == datagram.as_ptr() && plain.len() == datagram.len() =>
+                {
+                    sealed.clone()
+                }
+                _ => match self.seal.seal_bytes(&datagram) {
+                    Some(sealed) => {
+                        last_sealed = Some((datagram.clone(), sealed.clone()));
+                        sealed
+                    }
+                    None => {
+                        errors += 1;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = socket.send_to(&wire, to).await {
                 trace!(%to, error = %e, "reliable: send failed");
                 errors += 1;
             }
@@ -359,6 +391,7 @@ impl Driver {
                 self.sent.push(datagram);
             }
         }
+        drop(last_sealed);
         let mut counters = shared.counters.lock().unwrap_or_else(|e| e.into_inner());
         counters.send_errors += errors;
         counters.datagrams_sent += sent;

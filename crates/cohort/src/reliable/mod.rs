@@ -63,6 +63,8 @@ use cohort_proto::MemberId;
 use cohort_proto::group::View;
 use cohort_proto::reliable::{self as core, Reliable, SendOpts};
 use tokio::sync::{Notify, watch};
+
+use crate::security::{Keyring, Security};
 use tokio::task::JoinHandle;
 
 pub use cohort_proto::reliable::{Delivery, ReliableConfig, ReliableStats};
@@ -104,6 +106,14 @@ pub struct ReliableChannelConfig {
     /// process that waits for it. UDP only. Default 50 µs, like
     /// [`Config::busy_poll`](crate::Config::busy_poll).
     pub busy_poll: Duration,
+    /// Cluster-key mode: seal every datagram (or TCP stream) with the ring's primary key
+    /// and refuse what does not open (see [`Config::keyring`](crate::Config::keyring)).
+    /// [`ReliableChannel::for_node`] ignores it when the node has a keyring: the channel
+    /// then shares the node's ([`Node::security`](crate::Node::security)). With a key,
+    /// [`max_datagram_size`](ReliableConfig::max_datagram_size) must leave room for
+    /// [`security::OVERHEAD`](cohort_proto::security::OVERHEAD) bytes in a UDP datagram.
+    /// Default: `None`.
+    pub keyring: Option<Keyring>,
 }
 
 impl Default for ReliableChannelConfig {
@@ -116,6 +126,7 @@ impl Default for ReliableChannelConfig {
             socket_buffer: 8 << 20,
             core: ReliableConfig::lan(),
             busy_poll: Duration::from_micros(50),
+            keyring: None,
         }
     }
 }
@@ -172,7 +183,17 @@ pub enum ReliableStartError {
     /// A multicast group was configured with the TCP transport.
     #[error("multicast is a UDP setting; it must be None with the TCP transport")]
     MulticastOverTcp,
+    /// With a key, a sealed datagram of `max_datagram_size` would not fit in UDP.
+    #[error(
+        "max_datagram_size {0} leaves no room for sealing: at most {max} with a key",
+        max = MAX_SEALED_PLAINTEXT
+    )]
+    DatagramTooLargeToSeal(usize),
 }
+
+/// The largest datagram the core may produce when datagrams are sealed: the largest UDP
+/// payload less what sealing adds.
+const MAX_SEALED_PLAINTEXT: usize = 65_507 - cohort_proto::security::OVERHEAD;
 
 /// A send was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -312,8 +333,23 @@ impl ReliableChannel {
     pub fn start(
         local: MemberId,
         config: ReliableChannelConfig,
-        mut views: watch::Receiver<Option<View>>,
+        views: watch::Receiver<Option<View>>,
     ) -> Result<Self, ReliableStartError> {
+        let security = config.keyring.clone().map(Security::new);
+        Self::start_with(local, config, views, security)
+    }
+
+    fn start_with(
+        local: MemberId,
+        config: ReliableChannelConfig,
+        mut views: watch::Receiver<Option<View>>,
+        security: Option<Security>,
+    ) -> Result<Self, ReliableStartError> {
+        if security.is_some() && config.core.max_datagram_size > MAX_SEALED_PLAINTEXT {
+            return Err(ReliableStartError::DatagramTooLargeToSeal(
+                config.core.max_datagram_size,
+            ));
+        }
         let now = Instant::now();
         let mut core = Reliable::try_new(config.core.clone(), local, now)?;
         // The current view is installed before the first send can come.
@@ -345,8 +381,16 @@ impl ReliableChannel {
             deliver_own: config.core.deliver_own,
         });
         let task = match io {
-            Io::Udp(sockets) => tokio::spawn(driver::run(shared.clone(), config, sockets, views)),
-            Io::Tcp(listener) => tokio::spawn(tcp::run(shared.clone(), config, listener, views)),
+            Io::Udp(sockets) => tokio::spawn(driver::run(
+                shared.clone(),
+                config,
+                sockets,
+                views,
+                security,
+            )),
+            Io::Tcp(listener) => {
+                tokio::spawn(tcp::run(shared.clone(), config, listener, views, security))
+            }
         };
         Ok(Self {
             shared,
@@ -374,7 +418,11 @@ impl ReliableChannel {
         node: &crate::Node,
         config: ReliableChannelConfig,
     ) -> Result<Self, ReliableStartError> {
-        Self::start(node.id(), config, node.watch_view())
+        let security = match node.security() {
+            Some(s) => Some(s.clone()),
+            None => config.keyring.clone().map(Security::new),
+        };
+        Self::start_with(node.id(), config, node.watch_view(), security)
     }
 
     /// The local unicast address.

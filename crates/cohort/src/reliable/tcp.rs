@@ -22,7 +22,10 @@ use bytes::{Bytes, BytesMut};
 use cohort_proto::MemberId;
 use cohort_proto::group::View;
 use cohort_proto::reliable::{Destination, ReliableEvent};
-use cohort_proto::wire::cohort::stream::{FRAME_PREFIX_LEN, FrameDecoder, Hello, frame_prefix};
+use cohort_proto::security::Purpose;
+use cohort_proto::wire::cohort::stream::{
+    FRAME_PREFIX_LEN, FrameDecoder, Hello, encode_frame, frame_prefix,
+};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -30,6 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
 use super::{ReliableChannelConfig, ReliableChannelStats, ReliableStartError, Shared};
+use crate::security::{Security, StreamOpen, StreamSeal};
 
 /// Datagrams waiting to be written to one member. Beyond this they are dropped: the core's
 /// flow control bounds what is in flight, so only a member that stopped reading fills it.
@@ -88,6 +92,10 @@ pub(super) fn listen(local: SocketAddr) -> Result<TcpListener, ReliableStartErro
 struct Conn {
     stream: TcpStream,
     decoder: FrameDecoder,
+    /// The cluster-key seam of this connection (pass-through without a key): opens what
+    /// is read before `decoder` sees it, seals what is written.
+    opener: StreamOpen,
+    seal: StreamSeal,
     /// Accepted connections answer the caller's hello with ours.
     hello_owed: bool,
 }
@@ -123,6 +131,7 @@ pub(super) async fn run(
     config: ReliableChannelConfig,
     listener: TcpListener,
     mut views: watch::Receiver<Option<View>>,
+    security: Option<Security>,
 ) {
     let local = shared.core().local();
     let (frames_tx, mut frames) = mpsc::channel(RECV_QUEUE);
@@ -137,6 +146,7 @@ pub(super) async fn run(
         links: HashMap::new(),
         frames: frames_tx,
         outgoing: Vec::new(),
+        security,
     };
     // The channel installed the first view; the driver needs its members.
     if let Some(view) = &*views.borrow() {
@@ -166,7 +176,12 @@ pub(super) async fn run(
             r = listener.accept() => match r {
                 Ok((stream, from)) => {
                     trace!(%from, "reliable tcp: connection accepted");
-                    tokio::spawn(read_hello_of(stream, accepted_tx.clone(), driver.shared.clone()));
+                    tokio::spawn(read_hello_of(
+                        stream,
+                        accepted_tx.clone(),
+                        driver.shared.clone(),
+                        driver.security.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Out of descriptors, most likely: do not spin on it.
@@ -195,6 +210,7 @@ struct Driver {
     links: HashMap<MemberId, Link>,
     frames: mpsc::Sender<(MemberId, Bytes)>,
     outgoing: Vec<(Destination, Bytes)>,
+    security: Option<Security>,
 }
 
 impl Driver {
@@ -236,6 +252,7 @@ impl Driver {
                 accepted: accepted_rx,
                 frames: self.frames.clone(),
                 shared: self.shared.clone(),
+                security: self.security.clone(),
             }
             .run(),
         );
@@ -349,14 +366,23 @@ impl Driver {
 }
 
 /// Reads the hello of an accepted connection and hands the connection to the driver.
-async fn read_hello_of(mut stream: TcpStream, driver: mpsc::Sender<Accepted>, shared: Arc<Shared>) {
+async fn read_hello_of(
+    mut stream: TcpStream,
+    driver: mpsc::Sender<Accepted>,
+    shared: Arc<Shared>,
+    security: Option<Security>,
+) {
     let _ = stream.set_nodelay(true);
     let mut decoder = FrameDecoder::new();
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_hello(&mut stream, &mut decoder)).await {
+    let mut opener = StreamOpen::new(security.as_ref(), Purpose::ReliableStream);
+    let hello = read_hello(&mut stream, &mut decoder, &mut opener);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await {
         Ok(Ok(hello)) => {
             let conn = Conn {
                 stream,
                 decoder,
+                opener,
+                seal: StreamSeal::new(security.as_ref(), Purpose::ReliableStream),
                 hello_owed: true,
             };
             let _ = driver.send(Accepted { hello, conn }).await;
@@ -371,16 +397,24 @@ async fn read_hello_of(mut stream: TcpStream, driver: mpsc::Sender<Accepted>, sh
 
 /// Reads frames until the first one, which must be a hello; what follows it stays in
 /// `decoder`.
-async fn read_hello(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> io::Result<Hello> {
-    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+async fn read_hello(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    opener: &mut StreamOpen,
+) -> io::Result<Hello> {
+    fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
     loop {
         if let Some(body) = decoder.next_frame().map_err(invalid)? {
             return Hello::decode(&body).map_err(invalid);
         }
-        decoder.buffer_mut().reserve(256);
-        if stream.read_buf(decoder.buffer_mut()).await? == 0 {
+        let raw = opener.read_buffer(decoder.buffer_mut());
+        raw.reserve(256);
+        if stream.read_buf(raw).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
+        opener.open(decoder.buffer_mut()).map_err(invalid)?;
     }
 }
 
@@ -394,6 +428,7 @@ struct LinkTask {
     accepted: Option<mpsc::Receiver<Conn>>,
     frames: mpsc::Sender<(MemberId, Bytes)>,
     shared: Arc<Shared>,
+    security: Option<Security>,
 }
 
 impl LinkTask {
@@ -436,15 +471,23 @@ impl LinkTask {
     async fn call(&self, addr: SocketAddr) -> io::Result<Conn> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let security = self.security.as_ref();
+        let mut seal = StreamSeal::new(security, Purpose::ReliableStream);
+        let mut opener = StreamOpen::new(security, Purpose::ReliableStream);
         let mut hello = BytesMut::new();
         self.hello.encode_framed(&mut hello);
-        stream.write_all(&hello).await?;
+        let mut sealed = BytesMut::new();
+        seal.seal_into(&hello, &mut sealed)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        stream.write_all(&sealed).await?;
         let mut decoder = FrameDecoder::new();
-        let answer = read_hello(&mut stream, &mut decoder).await;
+        let answer = read_hello(&mut stream, &mut decoder, &mut opener).await;
         match answer {
             Ok(h) if h.member == self.peer => Ok(Conn {
                 stream,
                 decoder,
+                opener,
+                seal,
                 hello_owed: false,
             }),
             Ok(h) => {
@@ -466,6 +509,8 @@ impl LinkTask {
         let Conn {
             mut stream,
             mut decoder,
+            mut opener,
+            mut seal,
             hello_owed,
         } = conn;
         let (mut rd, mut wr) = stream.split();
@@ -487,20 +532,28 @@ impl LinkTask {
                         }
                     }
                 }
-                decoder.buffer_mut().reserve(READ_RESERVE);
-                match rd.read_buf(decoder.buffer_mut()).await {
+                let raw = opener.read_buffer(decoder.buffer_mut());
+                raw.reserve(READ_RESERVE);
+                match rd.read_buf(raw).await {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
+                }
+                if let Err(e) = opener.open(decoder.buffer_mut()) {
+                    debug!(%peer, error = %e, "reliable tcp: refused; closing");
+                    return;
                 }
             }
         };
         let out = &mut self.out;
         let hello = self.hello;
         let writing = async {
+            let mut plain = BytesMut::new();
+            let mut sealed = BytesMut::new();
             if hello_owed {
-                let mut buf = BytesMut::new();
-                hello.encode_framed(&mut buf);
-                if wr.write_all(&buf).await.is_err() {
+                hello.encode_framed(&mut plain);
+                if seal.seal_into(&plain, &mut sealed).is_err()
+                    || wr.write_all(&sealed).await.is_err()
+                {
                     return;
                 }
             }
@@ -509,7 +562,21 @@ impl LinkTask {
                 if out.recv_many(&mut batch, WRITE_BATCH).await == 0 {
                     return;
                 }
-                if write_frames(&mut wr, &batch).await.is_err() {
+                let written = if seal.is_plain() {
+                    write_frames(&mut wr, &batch).await
+                } else {
+                    // One sealing pass over the batch: its frames share records.
+                    plain.clear();
+                    sealed.clear();
+                    for frame in &batch {
+                        encode_frame(frame, &mut plain);
+                    }
+                    match seal.seal_into(&plain, &mut sealed) {
+                        Ok(()) => wr.write_all(&sealed).await,
+                        Err(e) => Err(io::Error::other(e)),
+                    }
+                };
+                if written.is_err() {
                     return;
                 }
                 batch.clear();

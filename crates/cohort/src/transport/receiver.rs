@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use cohort_proto::Member;
+use cohort_proto::security::Purpose;
 use cohort_proto::wire::tribes::frame::{FRAME_OVERHEAD, FrameDecoder, Reply};
 use cohort_proto::wire::tribes::{ChannelData, ChannelDataLimits, SendOptions};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::event::{Event, Message};
 use crate::group::GroupInput;
+use crate::security::{StreamOpen, StreamSeal};
 use crate::shared::{Counters, Shared};
 
 /// Replies that may wait for the writer, per connection, before the reader pauses.
@@ -73,22 +75,32 @@ async fn serve(
 ) {
     let (mut reader, writer) = stream.into_split();
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
-    let writer = tokio::spawn(write_replies(writer, replies_rx));
+    let security = shared.security.as_ref();
+    let seal = StreamSeal::new(security, Purpose::ChannelReply);
+    let mut opener = StreamOpen::new(security, Purpose::ChannelData);
+    let writer = tokio::spawn(write_replies(writer, replies_rx, seal));
     let decoder = FrameDecoder::new(
         limits.max_message + limits.max_sender + limits.max_unique_id + FRAME_OVERHEAD,
     );
     let mut buf = BytesMut::with_capacity(64 * 1024);
     'read: loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+        // Without a key the bytes land in `buf` at once; with one, sealed records are
+        // read into the opener and their plaintext moved to `buf` once each tag checks.
+        let raw = opener.read_buffer(&mut buf);
+        if raw.capacity() - raw.len() < 4096 {
+            raw.reserve(64 * 1024);
         }
-        match read_polling(&mut reader, &mut buf, busy_poll).await {
+        match read_polling(&mut reader, raw, busy_poll).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
                 debug!(%peer, error = %e, "receiver connection failed");
                 break;
             }
+        }
+        if let Err(e) = opener.open(&mut buf) {
+            warn!(%peer, error = %e, "closing connection: refused cohort traffic");
+            break;
         }
         loop {
             let body = match decoder.decode(&mut buf) {
@@ -187,8 +199,13 @@ async fn read_polling(
     reader.read_buf(buf).await
 }
 
-async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<PendingReply>) {
+async fn write_replies(
+    mut writer: OwnedWriteHalf,
+    mut replies: mpsc::Receiver<PendingReply>,
+    mut seal: StreamSeal,
+) {
     let mut out = BytesMut::with_capacity(4096);
+    let mut sealed = BytesMut::new();
     let mut held = None;
     loop {
         let first = match held.take() {
@@ -214,7 +231,16 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<P
                 },
             }
         }
-        if let Err(e) = writer.write_all(&out).await {
+        let bytes = if seal.is_plain() {
+            &out
+        } else {
+            sealed.clear();
+            if seal.seal_into(&out, &mut sealed).is_err() {
+                return;
+            }
+            &sealed
+        };
+        if let Err(e) = writer.write_all(bytes).await {
             debug!(error = %e, "cannot write replies");
             return;
         }

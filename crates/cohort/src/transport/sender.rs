@@ -19,12 +19,15 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use cohort_proto::channel::{AckQueue, FailureReason};
+use cohort_proto::security::Purpose;
 use cohort_proto::wire::tribes::frame::{FrameDecoder, Reply};
 use cohort_proto::{Member, MemberId};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::debug;
+
+use crate::security::{Security, StreamOpen, StreamSeal};
 
 /// Frames queued per member before `send` waits.
 const QUEUE_PER_MEMBER: usize = 1024;
@@ -56,13 +59,15 @@ pub(crate) struct PeerSettings {
 pub(crate) struct Peers {
     queues: Mutex<HashMap<MemberId, mpsc::Sender<Outgoing>>>,
     settings: PeerSettings,
+    security: Option<Security>,
 }
 
 impl Peers {
-    pub(crate) fn new(settings: PeerSettings) -> Self {
+    pub(crate) fn new(settings: PeerSettings, security: Option<Security>) -> Self {
         Self {
             queues: Mutex::new(HashMap::new()),
             settings,
+            security,
         }
     }
 
@@ -117,7 +122,7 @@ impl Peers {
             // correctly, only with one frame in flight (see `COHORT_COMMAND`).
             settings.max_in_flight = 1;
         }
-        tokio::spawn(run_peer(member.addr, rx, settings));
+        tokio::spawn(run_peer(member.addr, rx, settings, self.security.clone()));
         queues.insert(member.id, tx.clone());
         tx
     }
@@ -125,7 +130,12 @@ impl Peers {
 
 /// Connects when there is something to send, keeps the connection while it works,
 /// reconnects after a failure, and ends when the member is forgotten.
-async fn run_peer(addr: SocketAddr, mut queue: mpsc::Receiver<Outgoing>, settings: PeerSettings) {
+async fn run_peer(
+    addr: SocketAddr,
+    mut queue: mpsc::Receiver<Outgoing>,
+    settings: PeerSettings,
+    security: Option<Security>,
+) {
     loop {
         let Some(first) = queue.recv().await else {
             return;
@@ -148,7 +158,7 @@ async fn run_peer(addr: SocketAddr, mut queue: mpsc::Receiver<Outgoing>, setting
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut conn = Connection::new(stream, settings);
+        let mut conn = Connection::new(stream, settings, security.as_ref());
         conn.enqueue(first);
         match conn.run(&mut queue).await {
             Ok(()) => return,
@@ -175,29 +185,42 @@ struct Connection {
     /// Frames sent without ACK: done once their bytes left the write buffer.
     unacked_writes: Vec<oneshot::Sender<FrameResult>>,
     write_buf: BytesMut,
+    /// With a key: frames taken but not sealed yet (sealed together into `write_buf` just
+    /// before the next write, so a burst of frames shares records).
+    pending: BytesMut,
     read_buf: BytesMut,
     decoder: FrameDecoder,
+    seal: StreamSeal,
+    open: StreamOpen,
 }
 
 impl Connection {
-    fn new(stream: TcpStream, settings: PeerSettings) -> Self {
+    fn new(stream: TcpStream, settings: PeerSettings, security: Option<&Security>) -> Self {
         Self {
             stream,
             settings,
             acks: AckQueue::new(),
             unacked_writes: Vec::new(),
             write_buf: BytesMut::with_capacity(64 * 1024),
+            pending: BytesMut::new(),
             read_buf: BytesMut::with_capacity(4096),
             decoder: FrameDecoder::new(MAX_REPLY_BODY),
+            seal: StreamSeal::new(security, Purpose::ChannelData),
+            open: StreamOpen::new(security, Purpose::ChannelReply),
         }
     }
 
     fn can_take(&self) -> bool {
-        self.acks.len() < self.settings.max_in_flight && self.write_buf.len() < WRITE_HIGH_WATER
+        self.acks.len() < self.settings.max_in_flight
+            && self.write_buf.len() + self.pending.len() < WRITE_HIGH_WATER
     }
 
     fn enqueue(&mut self, out: Outgoing) {
-        self.write_buf.extend_from_slice(&out.frame);
+        if self.seal.is_plain() {
+            self.write_buf.extend_from_slice(&out.frame);
+        } else {
+            self.pending.extend_from_slice(&out.frame);
+        }
         if out.wants_ack {
             let deadline = Instant::now() + self.settings.ack_timeout;
             self.acks.push(out.done, deadline.into_std());
@@ -278,6 +301,12 @@ impl Connection {
     }
 
     fn write_some(&mut self) -> Result<(), FailureReason> {
+        if !self.pending.is_empty() {
+            self.seal
+                .seal_into(&self.pending, &mut self.write_buf)
+                .map_err(|e| FailureReason::Protocol(e.to_string()))?;
+            self.pending.clear();
+        }
         while !self.write_buf.is_empty() {
             match self.stream.try_write(&self.write_buf) {
                 Ok(n) => self.write_buf.advance(n),
@@ -293,13 +322,17 @@ impl Connection {
 
     fn read_replies(&mut self) -> Result<(), FailureReason> {
         loop {
-            self.read_buf.reserve(4096);
-            match self.stream.try_read_buf(&mut self.read_buf) {
+            let raw = self.open.read_buffer(&mut self.read_buf);
+            raw.reserve(4096);
+            match self.stream.try_read_buf(raw) {
                 Ok(0) => return Err(FailureReason::ConnectionLost("closed by the member".into())),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(lost(e)),
             }
+            self.open
+                .open(&mut self.read_buf)
+                .map_err(|e| FailureReason::Protocol(e.to_string()))?;
             while let Some(body) = self
                 .decoder
                 .decode(&mut self.read_buf)
@@ -325,6 +358,7 @@ impl Connection {
             let _ = done.send(Err(reason.clone()));
         }
         self.write_buf.clear();
+        self.pending.clear();
     }
 }
 
