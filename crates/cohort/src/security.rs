@@ -10,10 +10,10 @@
 //! Where the seam sits: each transport holds one of four small types from this module,
 //! built from the node's `Option<Security>` (`None`: plain mode, the bytes pass unchanged,
 //! at no cost, and the wire formats are Tribes' and cohort's as without this module):
-//! - datagrams: [`DatagramSeal`] just before `send_to`, [`DatagramOpen`] just after
+//! - datagrams: `DatagramSeal` just before `send_to`, `DatagramOpen` just after
 //!   `recv_from` (membership heartbeats in `heartbeat.rs`, reliable UDP in
 //!   `reliable/driver.rs`);
-//! - TCP streams: [`StreamSeal`] on the bytes just before they are written, [`StreamOpen`]
+//! - TCP streams: `StreamSeal` on the bytes just before they are written, `StreamOpen`
 //!   on the bytes just read, before any decoder sees them (the channel in
 //!   `transport/sender.rs` and `transport/receiver.rs`, reliable TCP in `reliable/tcp.rs`,
 //!   the gossip router in `router.rs` and `discovery/router_client.rs`).

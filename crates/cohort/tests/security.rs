@@ -376,7 +376,11 @@ async fn a_running_cluster_rotates_its_key_without_losing_a_message() {
             let mut acked = 0;
             for i in 0..300u32 {
                 let sent = a
-                    .send(&[b_member.clone()], i.to_string(), SendOptions::USE_ACK)
+                    .send(
+                        std::slice::from_ref(&b_member),
+                        i.to_string(),
+                        SendOptions::USE_ACK,
+                    )
                     .await;
                 acked += u32::from(sent.is_ok());
                 sleep(Duration::from_millis(5)).await;
@@ -411,6 +415,31 @@ async fn a_running_cluster_rotates_its_key_without_losing_a_message() {
     assert_eq!(got, 300);
     assert_eq!(a.view().as_ref(), Some(&view));
     assert_eq!(sb.list(), vec![new.id()]);
+    for n in [a, b] {
+        n.shutdown().await;
+    }
+}
+
+/// The control for the tests above: without a key, the same forged packet does evict.
+#[tokio::test]
+async fn without_a_key_one_forged_shutdown_evicts_a_member() {
+    let port = 46605;
+    let (a, _a_events) = Node::start(config(port, None)).await.unwrap();
+    let (b, _b_events) = Node::start(config(port, None)).await.unwrap();
+    wait_for_view(&a, &[a.id(), b.id()], Duration::from_secs(5)).await;
+    let sock = group_socket(port);
+    let group = SocketAddr::from((Ipv4Addr::new(228, 0, 0, 4), port));
+    sock.send_to(&forged_heartbeat(b.local_member(), SHUTDOWN_COMMAND), group)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while a.members().iter().any(|m| m.id == b.id()) {
+        assert!(
+            Instant::now() < deadline,
+            "the forged shutdown did not evict"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
     for n in [a, b] {
         n.shutdown().await;
     }
