@@ -25,10 +25,12 @@ use super::process::{cpu_ns, is_root, rss_kib};
 use crate::BenchResult;
 use crate::supervisor::{Signal, send_signal};
 
+mod faults;
+
 /// Options of `cohort perf-group`.
 #[derive(Args, Debug, Clone)]
 pub struct PerfGroupArgs {
-    /// Repetitions of each timed scenario (the median is reported).
+    /// Repetitions of each timed scenario (the median is reported); 0 skips them.
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Members of the kill/hang/joiner scenarios and of the small idle measurement.
@@ -44,6 +46,17 @@ pub struct PerfGroupArgs {
     /// fully loaded, and count the view changes (false removals); 0 skips it.
     #[arg(long, default_value_t = 0)]
     load_secs: u64,
+    /// Also run random faults (kill -9 and restart, SIGSTOP, busy CPUs) for this many
+    /// seconds against both systems side by side and count the false removals per hour;
+    /// 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    faults_secs: u64,
+    /// Members of each system in the random-fault run.
+    #[arg(long, default_value_t = 7)]
+    faults_nodes: usize,
+    /// Seed of the random-fault schedule (default: from the clock; printed).
+    #[arg(long)]
+    faults_seed: Option<u64>,
     /// Systems to measure: cohort, serf.
     #[arg(long, value_delimiter = ',', default_value = "cohort,serf")]
     systems: Vec<String>,
@@ -475,13 +488,25 @@ fn measure(args: &PerfGroupArgs) -> BenchResult {
             }
         }
     }
-    let mut all = Vec::new();
-    for sys in &systems {
-        all.push((sys.label(), measure_system(sys.as_ref(), args)));
+    if args.runs > 0 {
+        let mut all = Vec::new();
+        for sys in &systems {
+            all.push((sys.label(), measure_system(sys.as_ref(), args)));
+        }
+        print_report(args, &all);
     }
-    print_report(args, &all);
     if args.load_secs > 0 {
         under_load(args)?;
+    }
+    if args.faults_secs > 0 {
+        let seed = args.faults_seed.unwrap_or_else(|| unix_ns() as u64);
+        faults::run(
+            std::env::current_exe()?,
+            &args.systems,
+            args.faults_nodes,
+            args.faults_secs,
+            seed,
+        )?;
     }
     Ok(())
 }
