@@ -8,6 +8,7 @@
 //! flattens [`Command`] can run them.
 
 pub mod perf;
+pub mod stats;
 pub mod supervisor;
 
 use clap::Subcommand;

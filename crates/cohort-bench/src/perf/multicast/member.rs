@@ -2,18 +2,23 @@
 //! process. The benchmark and the namespace tests start several and talk to them over
 //! stdin/stdout.
 //!
-//! Protocol with the parent: the member prints `{"event":"ready"}` once its sockets are
-//! up, waits for a line `go` on stdin, then (if it is a sender) multicasts `--count`
-//! messages, each carrying its sender's index, a sequence number and the send time. It
-//! checks every delivery: exactly the expected sequence number of that sender, nothing
-//! from unknown senders. When it delivered everything it prints `{"event":"done",...}`
-//! with its figures, then keeps serving retransmissions for the others until stdin
-//! closes, and prints `{"event":"exit","extra":N}` (N = deliveries after done: must be 0).
+//! Protocol with the parent ([`MemberEvent`], one JSON object a line): the member prints
+//! `{"event":"ready"}` once its sockets are up. Every line `go` on stdin starts a round:
+//! each sender multicasts `--count` messages, each carrying its sender's index, a
+//! sequence number (running on over the rounds) and the send time. The member checks
+//! every delivery: exactly the expected sequence number of that sender, nothing from
+//! unknown senders. When it delivered every message of the round it prints
+//! `{"event":"done",...}` ([`RoundReport`]) and keeps serving retransmissions for the
+//! others until the next `go` or until stdin closes; then it prints
+//! `{"event":"exit","extra":N}` (N = deliveries beyond the rounds started: must be 0).
+//! The benchmark runs warm-up rounds this way and does not count them.
 //!
-//! `--raw` is the no-protocol baseline: the senders pack the same messages into datagrams
-//! as large as cohort's and send them to the group once, with no sequence checks,
-//! retransmission or flow control; a receiver counts what arrives and is done when an
-//! end marker from every sender arrived or nothing arrived for a second.
+//! `--raw` is the no-protocol baseline: per round the senders pack the same messages into
+//! datagrams as large as cohort's and send them to the group once, for at least
+//! `--raw-seconds` and `--count` messages, with no sequence checks, retransmission or
+//! flow control; a receiver counts what arrives and is done when end markers of the
+//! round from every other sender arrived or nothing arrived for a second. Each member
+//! reports what it sent, so the parent can tell the loss.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -23,7 +28,7 @@ use clap::Args;
 use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableConfig, Transport};
 use cohort::{GroupMember, MemberId, View, ViewId};
 use hdrhistogram::Histogram;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::net::UdpSocket;
 
@@ -63,6 +68,10 @@ pub struct MemberArgs {
     /// The no-protocol baseline (see the module docs).
     #[arg(long)]
     pub(super) raw: bool,
+    /// The baseline's senders send for at least this many seconds (and at least
+    /// `--count` messages) per round.
+    #[arg(long, default_value_t = 2.0)]
+    pub(super) raw_seconds: f64,
     /// Flow-control window in bytes (default: the protocol's).
     #[arg(long)]
     pub(super) credit_window: Option<usize>,
@@ -109,11 +118,97 @@ pub(super) fn member_id(index: usize) -> MemberId {
     MemberId(id)
 }
 
-/// One JSON line on stdout; a parent that stopped reading is no reason to panic.
-fn print(value: &serde_json::Value) {
+/// What a member prints on stdout, one JSON object per line, tagged by `event`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub(crate) enum MemberEvent {
+    /// Sockets up (and, for JGroups, the view complete): ready for `go`.
+    Ready,
+    /// This sender handed its last message of a round to the channel.
+    Sent {
+        /// The round (0 for the first `go`).
+        round: u64,
+        /// Seconds from `go` until then.
+        elapsed_s: f64,
+    },
+    /// This member delivered every message of a round.
+    Done(RoundReport),
+    /// Stdin closed; `extra` deliveries came after the last round was complete (must be 0).
+    Exit {
+        /// Deliveries beyond the rounds started.
+        extra: u64,
+    },
+    /// Something went wrong; the member gives up.
+    Error {
+        /// What.
+        error: String,
+    },
+}
+
+/// One member's figures of one round (`{"event":"done",...}`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub(crate) struct RoundReport {
+    /// The round (0 for the first `go`).
+    #[serde(default)]
+    pub(crate) round: u64,
+    /// Messages delivered in the round (raw: datagram payloads of the others that
+    /// arrived, in messages).
+    pub(crate) delivered: u64,
+    /// Seconds from `go` to the last delivery of the round.
+    pub(crate) elapsed_s: f64,
+    /// CPU seconds this process used from `go` to the last delivery.
+    pub(crate) cpu_s: f64,
+    /// Order errors (a sequence number other than the next expected one, unknown senders).
+    #[serde(default)]
+    pub(crate) errors: u64,
+    /// The first few errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) first_errors: Vec<String>,
+    /// Delivery latency (send time to delivery, wall clock), median, in µs.
+    #[serde(default)]
+    pub(crate) latency_p50_us: u64,
+    /// Delivery latency, 99th percentile, in µs.
+    #[serde(default)]
+    pub(crate) latency_p99_us: u64,
+    /// Channel counters since the start (cohort only).
+    #[serde(default)]
+    pub(crate) naks_sent: u64,
+    /// Retransmissions sent since the start (cohort only).
+    #[serde(default)]
+    pub(crate) retransmitted: u64,
+    /// Datagrams sent since the start (cohort only).
+    #[serde(default)]
+    pub(crate) datagrams_sent: u64,
+    /// Datagrams received since the start (cohort only).
+    #[serde(default)]
+    pub(crate) datagrams_received: u64,
+    /// Bytes in the retransmit buffer now (cohort only).
+    #[serde(default)]
+    pub(crate) retransmit_buffer_bytes: u64,
+    /// Times a send waited for credit since the start (cohort only).
+    #[serde(default)]
+    pub(crate) no_credit: u64,
+    /// Raw baseline only: messages this member sent in the round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sent: Option<u64>,
+    /// Raw baseline only: seconds from `go` until this member finished the round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) since_go_s: Option<f64>,
+    /// Raw baseline only: wall clock (µs since the epoch) of the first arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) first_us: Option<u64>,
+    /// Raw baseline only: wall clock (µs since the epoch) of the last arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_us: Option<u64>,
+}
+
+/// One event on stdout; a parent that stopped reading is no reason to panic.
+fn print(event: &MemberEvent) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{value}");
+    if let Ok(line) = serde_json::to_string(event) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = out.flush();
 }
 
@@ -130,8 +225,11 @@ pub async fn run(args: MemberArgs) -> BenchResult {
     } else {
         args.senders.clone()
     };
-    if args.transport == TransportArg::Tcp && (args.raw || args.multicast.is_some()) {
-        return Err("--transport tcp takes neither --raw nor --multicast".into());
+    if args.transport == TransportArg::Tcp && args.multicast.is_some() {
+        return Err("--transport tcp takes no --multicast".into());
+    }
+    if args.raw && args.transport == TransportArg::Tcp {
+        return raw_tcp(args, senders).await;
     }
     if args.raw {
         return raw(args, senders).await;
@@ -182,138 +280,163 @@ pub async fn run(args: MemberArgs) -> BenchResult {
         ..ReliableChannelConfig::default()
     };
     let channel = ReliableChannel::start_static(ids[args.index], config, view)?;
-    print(&json!({"event": "ready"}));
+    print(&MemberEvent::Ready);
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    if !wait_for_go(&mut stdin).await? {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let cpu_start = cpu_ns(std::process::id()).unwrap_or(0);
-    if senders.contains(&args.index) {
-        let ch = channel.clone();
-        let (index, count, size) = (args.index as u32, args.count, args.size);
-        tokio::spawn(async move {
-            // Messages go in bursts of up to 256 KiB (a few datagrams: the driver closes
-            // the last, partly filled one when the burst is handed over), built in one
-            // buffer and handed over in one call: one lock and one driver wake-up per
-            // burst.
-            let per_batch = (SEND_BATCH_BYTES / size).max(1) as u64;
-            let padding = vec![0u8; size - HEADER];
-            // Bursts still referenced (by the channel's retransmit buffer or own
-            // deliveries), oldest first: the oldest one's buffer is reused once it is
-            // free, instead of a fresh allocation (and its page faults) per burst.
-            let mut in_flight: std::collections::VecDeque<Bytes> = Default::default();
-            let mut seq = 0;
-            while seq < count {
-                let n = per_batch.min(count - seq);
-                let cap = n as usize * size;
-                let reused = in_flight
-                    .pop_front()
-                    .and_then(|old| match old.try_into_mut() {
-                        // A burst of the same shape: its padding is still in place.
-                        Ok(b) if b.len() == cap => Some(b),
-                        Ok(_) => None,
-                        Err(old) => {
-                            in_flight.push_front(old);
-                            None
-                        }
-                    });
-                let now = unix_us();
-                let buf = match reused {
-                    Some(mut buf) => {
-                        // Only the headers change (the benchmark measures the channel,
-                        // not how fast it can fill payloads).
-                        for (i, s) in (seq..seq + n).enumerate() {
-                            let mut header = &mut buf[i * size..i * size + HEADER];
-                            header.put_u32(index);
-                            header.put_u32(s as u32);
-                            header.put_u64(now);
-                        }
-                        buf
-                    }
-                    None => {
-                        let mut buf = BytesMut::with_capacity(cap);
-                        for s in seq..seq + n {
-                            buf.put_u32(index);
-                            buf.put_u32(s as u32);
-                            buf.put_u64(now);
-                            buf.put_slice(&padding);
-                        }
-                        buf
-                    }
-                };
-                let buf = buf.freeze();
-                let msgs = (0..n as usize).map(|i| buf.slice(i * size..(i + 1) * size));
-                if let Err(e) = ch.multicast_many(msgs).await {
-                    print(&json!({"event": "error", "error": e.to_string()}));
-                    return;
-                }
-                in_flight.push_back(buf);
-                seq += n;
-            }
-            print(&json!({"event": "sent", "elapsed_s": start.elapsed().as_secs_f64()}));
-        });
-    }
-
-    let expected_total = args.count * senders.len() as u64;
+    let is_sender = senders.contains(&args.index);
+    let per_round = args.count * senders.len() as u64;
     let mut next = vec![0u64; args.members.len()];
     let mut errors: Vec<String> = Vec::new();
+    let mut error_count = 0u64;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut delivered = 0u64;
+    // Rounds started (by `go`) and completed (every message delivered).
+    let mut started = 0u64;
+    let mut completed = 0u64;
+    let mut round_start: Option<(Instant, u64)> = None;
     let mut batch = Vec::new();
-    while delivered < expected_total {
-        batch.clear();
-        if channel.recv_many(&mut batch, 4096).await == 0 {
-            return Err("the channel closed".into());
-        }
-        let now_us = unix_us();
-        for d in &batch {
-            delivered += 1;
-            check(d, &ids, &mut next, args.size, &mut errors);
-            if d.payload.len() >= HEADER {
-                let sent = u64::from_be_bytes(d.payload[8..16].try_into().unwrap_or_default());
-                let _ = latency.record(now_us.saturating_sub(sent).max(1));
-            }
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu_s = cpu_ns(std::process::id())
-        .unwrap_or(0)
-        .saturating_sub(cpu_start) as f64
-        / 1e9;
-    let stats = channel.stats();
-    print(&json!({
-        "event": "done",
-        "delivered": delivered,
-        "elapsed_s": elapsed,
-        "cpu_s": cpu_s,
-        "errors": errors.len(),
-        "first_errors": errors.iter().take(5).collect::<Vec<_>>(),
-        "latency_p50_us": latency.value_at_quantile(0.5),
-        "latency_p99_us": latency.value_at_quantile(0.99),
-        "naks_sent": stats.core.naks_sent,
-        "retransmitted": stats.core.retransmitted,
-        "datagrams_sent": stats.datagrams_sent,
-        "datagrams_received": stats.datagrams_received,
-        "retransmit_buffer_bytes": stats.core.retransmit_buffer_bytes,
-        "no_credit": stats.core.no_credit,
-    }));
-    // Serve retransmissions to the others until the parent closes stdin; anything
-    // delivered meanwhile is a duplicate or a stray.
-    let mut extra = 0u64;
     loop {
         batch.clear();
         tokio::select! {
+            line = stdin.next_line() => match line {
+                Ok(Some(line)) if line.trim() == "go" => {
+                    round_start = Some((Instant::now(), cpu_ns(std::process::id()).unwrap_or(0)));
+                    if is_sender {
+                        let first_seq = started * args.count;
+                        spawn_sender(channel.clone(), args.index as u32, first_seq, args.count, args.size, started);
+                    }
+                    started += 1;
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            },
             n = channel.recv_many(&mut batch, 4096) => {
-                if n == 0 { break; }
-                extra += n as u64;
+                if n == 0 {
+                    return Err("the channel closed".into());
+                }
+                // One clock reading per batch of deliveries.
+                let now_us = unix_us();
+                for d in &batch {
+                    delivered += 1;
+                    if !check(d, &ids, &mut next, args.size, &mut errors) {
+                        error_count += 1;
+                    }
+                    if d.payload.len() >= HEADER {
+                        let sent = u64::from_be_bytes(d.payload[8..16].try_into().unwrap_or_default());
+                        let _ = latency.record(now_us.saturating_sub(sent).max(1));
+                    }
+                }
+                if completed < started && delivered >= (completed + 1) * per_round {
+                    let (start, cpu_start) = round_start.unwrap_or_else(|| (Instant::now(), 0));
+                    let stats = channel.stats();
+                    print(&MemberEvent::Done(RoundReport {
+                        round: completed,
+                        delivered: delivered - completed * per_round,
+                        elapsed_s: start.elapsed().as_secs_f64(),
+                        cpu_s: cpu_ns(std::process::id()).unwrap_or(0).saturating_sub(cpu_start) as f64 / 1e9,
+                        errors: error_count,
+                        first_errors: errors.drain(..).take(5).collect(),
+                        latency_p50_us: latency.value_at_quantile(0.5),
+                        latency_p99_us: latency.value_at_quantile(0.99),
+                        naks_sent: stats.core.naks_sent,
+                        retransmitted: stats.core.retransmitted,
+                        datagrams_sent: stats.datagrams_sent,
+                        datagrams_received: stats.datagrams_received,
+                        retransmit_buffer_bytes: stats.core.retransmit_buffer_bytes as u64,
+                        no_credit: stats.core.no_credit,
+                        ..RoundReport::default()
+                    }));
+                    error_count = 0;
+                    latency.reset();
+                    completed += 1;
+                }
             }
-            line = stdin.next_line() => if !matches!(line, Ok(Some(_))) { break },
         }
     }
-    print(&json!({"event": "exit", "extra": extra}));
+    // Anything delivered beyond the rounds started is a duplicate or a stray.
+    let extra = delivered.saturating_sub(started * per_round);
+    print(&MemberEvent::Exit { extra });
     channel.close().await;
     Ok(())
+}
+
+/// Multicasts `count` messages from sequence number `first_seq` on in a task of its own,
+/// then prints `sent`.
+fn spawn_sender(
+    ch: ReliableChannel,
+    index: u32,
+    first_seq: u64,
+    count: u64,
+    size: usize,
+    round: u64,
+) {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        // Messages go in bursts of up to 256 KiB (a few datagrams: the driver closes the
+        // last, partly filled one when the burst is handed over), built in one buffer and
+        // handed over in one call: one lock, one clock reading and one driver wake-up per
+        // burst.
+        let per_batch = (SEND_BATCH_BYTES / size).max(1) as u64;
+        let padding = vec![0u8; size - HEADER];
+        // Bursts still referenced (by the channel's retransmit buffer or own deliveries),
+        // oldest first: the oldest one's buffer is reused once it is free, instead of a
+        // fresh allocation (and its page faults) per burst.
+        let mut in_flight: std::collections::VecDeque<Bytes> = Default::default();
+        let end = first_seq + count;
+        let mut seq = first_seq;
+        while seq < end {
+            let n = per_batch.min(end - seq);
+            let cap = n as usize * size;
+            let reused = in_flight
+                .pop_front()
+                .and_then(|old| match old.try_into_mut() {
+                    // A burst of the same shape: its padding is still in place.
+                    Ok(b) if b.len() == cap => Some(b),
+                    Ok(_) => None,
+                    Err(old) => {
+                        in_flight.push_front(old);
+                        None
+                    }
+                });
+            let now = unix_us();
+            let buf = match reused {
+                Some(mut buf) => {
+                    // Only the headers change (the benchmark measures the channel, not
+                    // how fast it can fill payloads).
+                    for (i, s) in (seq..seq + n).enumerate() {
+                        let mut header = &mut buf[i * size..i * size + HEADER];
+                        header.put_u32(index);
+                        header.put_u32(s as u32);
+                        header.put_u64(now);
+                    }
+                    buf
+                }
+                None => {
+                    let mut buf = BytesMut::with_capacity(cap);
+                    for s in seq..seq + n {
+                        buf.put_u32(index);
+                        buf.put_u32(s as u32);
+                        buf.put_u64(now);
+                        buf.put_slice(&padding);
+                    }
+                    buf
+                }
+            };
+            let buf = buf.freeze();
+            let msgs = (0..n as usize).map(|i| buf.slice(i * size..(i + 1) * size));
+            if let Err(e) = ch.multicast_many(msgs).await {
+                print(&MemberEvent::Error {
+                    error: e.to_string(),
+                });
+                return;
+            }
+            in_flight.push_back(buf);
+            seq += n;
+        }
+        print(&MemberEvent::Sent {
+            round,
+            elapsed_s: start.elapsed().as_secs_f64(),
+        });
+    });
 }
 
 /// Waits for the parent's `go` line; `false` if stdin closed first (the parent gave up).
@@ -333,29 +456,32 @@ fn check(
     next: &mut [u64],
     size: usize,
     errors: &mut Vec<String>,
-) {
+) -> bool {
+    let mut error = |what: String| {
+        if errors.len() < 5 {
+            errors.push(what);
+        }
+        false
+    };
     let Some(sender) = ids.iter().position(|id| *id == d.from) else {
-        errors.push(format!("delivery from unknown member {}", d.from));
-        return;
+        return error(format!("delivery from unknown member {}", d.from));
     };
     if d.payload.len() != size {
-        errors.push(format!("{} bytes from {sender}", d.payload.len()));
-        return;
+        return error(format!("{} bytes from {sender}", d.payload.len()));
     }
     let index = u32::from_be_bytes(d.payload[0..4].try_into().unwrap_or_default()) as usize;
     let seq = u64::from(u32::from_be_bytes(
         d.payload[4..8].try_into().unwrap_or_default(),
     ));
     if index != sender {
-        errors.push(format!("member {sender} delivered a message of {index}"));
+        error(format!("member {sender} delivered a message of {index}"))
     } else if seq != next[sender] {
-        errors.push(format!(
-            "from {sender}: got #{seq}, expected #{}",
-            next[sender]
-        ));
+        let expected = next[sender];
         next[sender] = seq + 1;
+        error(format!("from {sender}: got #{seq}, expected #{expected}"))
     } else {
         next[sender] += 1;
+        true
     }
 }
 
@@ -380,17 +506,10 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> BenchResult {
     }
     socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(socket)?;
-    print(&json!({"event": "ready"}));
+    print(&MemberEvent::Ready);
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    if !wait_for_go(&mut stdin).await? {
-        return Ok(());
-    }
-    let start = Instant::now();
-    let start_us = unix_us();
-    let cpu_start = cpu_ns(std::process::id()).unwrap_or(0);
     let per_datagram = (60_000 / args.size).max(1);
     let datagram = Bytes::from(vec![0x5Au8; per_datagram * args.size]);
-    let end_marker = Bytes::from_static(b"END");
     let targets: Vec<SocketAddr> = match args.multicast {
         Some(group) => vec![SocketAddr::V4(group)],
         None => args
@@ -401,81 +520,235 @@ async fn raw(args: MemberArgs, senders: Vec<usize>) -> BenchResult {
             .map(|(_, a)| *a)
             .collect(),
     };
-    let mut received = 0u64;
-    let mut ends = 0usize;
-    let mut first: Option<Instant> = None;
-    let mut last = Instant::now();
-    let mut buf = vec![0u8; 65_536];
     let is_sender = senders.contains(&args.index);
-    let mut to_send = if is_sender {
-        args.count.div_ceil(per_datagram as u64)
-    } else {
-        0
-    };
     let others_sending = senders.iter().filter(|s| **s != args.index).count();
     let recv_socket = group_socket.as_ref().unwrap_or(&socket);
-    loop {
-        // Send one datagram per turn, read what is there, until both are done.
-        if to_send > 0 {
-            for to in &targets {
-                let _ = socket.send_to(&datagram, to).await;
-            }
-            to_send -= 1;
-            if to_send == 0 {
-                for _ in 0..20 {
-                    for to in &targets {
-                        let _ = socket.send_to(&end_marker, to).await;
-                    }
-                }
-            }
-        }
+    let mut buf = vec![0u8; 65_536];
+    let min_send = Duration::from_secs_f64(args.raw_seconds.max(0.0));
+    let mut round = 0u32;
+    while wait_for_go(&mut stdin).await? {
+        let start = Instant::now();
+        let start_us = unix_us();
+        let cpu_start = cpu_ns(std::process::id()).unwrap_or(0);
+        // The end marker of this round: "END" and the round number.
+        let mut end_marker = b"END".to_vec();
+        end_marker.extend_from_slice(&round.to_be_bytes());
+        let mut received = 0u64;
+        let mut ends = 0usize;
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        // A sender sends at least --count messages and for at least --raw-seconds.
+        let mut sent_datagrams = 0u64;
+        let min_datagrams = if is_sender {
+            args.count.div_ceil(per_datagram as u64)
+        } else {
+            0
+        };
+        let mut sending = is_sender;
         loop {
-            match recv_socket.try_recv_from(&mut buf) {
-                Ok((n, from)) if from != local => {
-                    if n == end_marker.len() {
-                        ends += 1;
-                    } else {
-                        received += (n / args.size) as u64;
-                        first.get_or_insert_with(Instant::now);
-                        last = Instant::now();
+            // Send one datagram per turn, read what is there, until both are done.
+            if sending {
+                for to in &targets {
+                    let _ = socket.send_to(&datagram, to).await;
+                }
+                sent_datagrams += 1;
+                if sent_datagrams >= min_datagrams && start.elapsed() >= min_send {
+                    sending = false;
+                    for _ in 0..20 {
+                        for to in &targets {
+                            let _ = socket.send_to(&end_marker, to).await;
+                        }
                     }
                 }
-                Ok(_) => {}
-                Err(_) => break,
+            }
+            loop {
+                match recv_socket.try_recv_from(&mut buf) {
+                    Ok((n, from)) if from != local => {
+                        if n == end_marker.len() {
+                            if buf[..n] == end_marker[..] {
+                                ends += 1;
+                            }
+                        } else {
+                            received += (n / args.size) as u64;
+                            first.get_or_insert_with(Instant::now);
+                            last = Instant::now();
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let idle = last.elapsed() > Duration::from_secs(1);
+            // 20 end markers per sender: done once most of each sender's arrived.
+            if !sending
+                && (others_sending == 0
+                    || ends >= others_sending * 10
+                    || (first.is_some() && idle)
+                    || (first.is_none() && start.elapsed() > min_send + Duration::from_secs(10)))
+            {
+                break;
+            }
+            if !sending {
+                let readable = recv_socket.readable();
+                let _ = tokio::time::timeout(Duration::from_millis(100), readable).await;
             }
         }
-        let idle = last.elapsed() > Duration::from_secs(1);
-        // 20 end markers per sender: done once most of any sender's arrived.
-        if to_send == 0
-            && (others_sending == 0 || ends >= others_sending * 10 || (first.is_some() && idle))
-        {
-            break;
-        }
-        if to_send == 0 {
-            let readable = recv_socket.readable();
-            let _ = tokio::time::timeout(Duration::from_millis(100), readable).await;
+        let elapsed = first.map_or(0.0, |f| (last - f).as_secs_f64());
+        // Wall-clock times of the first and last arrival, so the parent can take one
+        // window over all receivers.
+        let unix_of = |t: Instant| start_us + t.saturating_duration_since(start).as_micros() as u64;
+        let cpu_s = cpu_ns(std::process::id())
+            .unwrap_or(0)
+            .saturating_sub(cpu_start) as f64
+            / 1e9;
+        print(&MemberEvent::Done(RoundReport {
+            round: u64::from(round),
+            delivered: received,
+            elapsed_s: elapsed,
+            cpu_s,
+            sent: Some(sent_datagrams * per_datagram as u64),
+            since_go_s: Some(start.elapsed().as_secs_f64()),
+            first_us: first.map(unix_of),
+            last_us: first.map(|_| unix_of(last)),
+            ..RoundReport::default()
+        }));
+        round += 1;
+    }
+    print(&MemberEvent::Exit { extra: 0 });
+    Ok(())
+}
+
+/// What a raw TCP receiver's readers saw in the current round.
+#[derive(Default)]
+struct TcpArrivals {
+    bytes: u64,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// End frames of the round (one per other sender).
+    ends: usize,
+}
+
+/// The raw TCP baseline (`--raw --transport tcp`): each sender writes the round's bytes to
+/// every other member over one TCP connection each (frames of up to 60 000 bytes, a
+/// length prefix, an empty frame ending the round), no protocol; a receiver counts the
+/// bytes. TCP's own flow control means nothing is lost.
+async fn raw_tcp(args: MemberArgs, senders: Vec<usize>) -> BenchResult {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let local = args.members[args.index];
+    let listener = tokio::net::TcpListener::bind(local).await?;
+    let arrivals = Arc::new(Mutex::new(TcpArrivals::default()));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    {
+        let (arrivals, notify) = (arrivals.clone(), notify.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let (arrivals, notify) = (arrivals.clone(), notify.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65_536];
+                    loop {
+                        let Ok(len) = stream.read_u32().await else {
+                            return;
+                        };
+                        let len = len as usize;
+                        if len > buf.len() || stream.read_exact(&mut buf[..len]).await.is_err() {
+                            return;
+                        }
+                        let now = Instant::now();
+                        let mut a = arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                        if len == 0 {
+                            a.ends += 1;
+                            notify.notify_one();
+                        } else {
+                            a.bytes += len as u64;
+                            a.first.get_or_insert(now);
+                            a.last = Some(now);
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let is_sender = senders.contains(&args.index);
+    let mut streams = Vec::new();
+    if is_sender {
+        for (i, addr) in args.members.iter().enumerate() {
+            if i == args.index {
+                continue;
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let stream = loop {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => return Err(e.into()),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            };
+            stream.set_nodelay(true)?;
+            streams.push(stream);
         }
     }
-    let elapsed = first.map_or(0.0, |f| (last - f).as_secs_f64());
-    // Wall-clock times of the first and last arrival, so the parent can take one window
-    // over all receivers.
-    let unix_of = |t: Instant| start_us + t.saturating_duration_since(start).as_micros() as u64;
-    let cpu_s = cpu_ns(std::process::id())
-        .unwrap_or(0)
-        .saturating_sub(cpu_start) as f64
-        / 1e9;
-    print(&json!({
-        "event": "done",
-        "delivered": received,
-        "elapsed_s": elapsed,
-        "since_go_s": start.elapsed().as_secs_f64(),
-        "first_us": first.map(unix_of),
-        "last_us": first.map(|_| unix_of(last)),
-        "cpu_s": cpu_s,
-        "errors": 0,
-    }));
-    let _ = stdin.next_line().await;
-    print(&json!({"event": "exit", "extra": 0}));
+    print(&MemberEvent::Ready);
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let per_frame = (60_000 / args.size).max(1);
+    let mut frame = vec![0x5Au8; 4 + per_frame * args.size];
+    frame[..4].copy_from_slice(&((per_frame * args.size) as u32).to_be_bytes());
+    let min_send = Duration::from_secs_f64(args.raw_seconds.max(0.0));
+    let others_sending = senders.iter().filter(|s| **s != args.index).count();
+    let mut round = 0u64;
+    while wait_for_go(&mut stdin).await? {
+        let start = Instant::now();
+        let start_us = unix_us();
+        let cpu_start = cpu_ns(std::process::id()).unwrap_or(0);
+        let mut sent_frames = 0u64;
+        if is_sender {
+            let min_frames = args.count.div_ceil(per_frame as u64);
+            while sent_frames < min_frames || start.elapsed() < min_send {
+                for s in &mut streams {
+                    s.write_all(&frame).await?;
+                }
+                sent_frames += 1;
+            }
+            for s in &mut streams {
+                s.write_all(&0u32.to_be_bytes()).await?;
+            }
+        }
+        // Until every other sender's end frame of this round arrived.
+        loop {
+            let notified = notify.notified();
+            if arrivals.lock().unwrap_or_else(|e| e.into_inner()).ends >= others_sending {
+                break;
+            }
+            if tokio::time::timeout(Duration::from_secs(60), notified)
+                .await
+                .is_err()
+            {
+                return Err("no end of the round from the other senders within 60 s".into());
+            }
+        }
+        let a = std::mem::take(&mut *arrivals.lock().unwrap_or_else(|e| e.into_inner()));
+        let unix_of = |t: Instant| start_us + t.saturating_duration_since(start).as_micros() as u64;
+        print(&MemberEvent::Done(RoundReport {
+            round,
+            delivered: a.bytes / args.size as u64,
+            elapsed_s: a
+                .first
+                .zip(a.last)
+                .map_or(0.0, |(f, l)| (l - f).as_secs_f64()),
+            cpu_s: cpu_ns(std::process::id())
+                .unwrap_or(0)
+                .saturating_sub(cpu_start) as f64
+                / 1e9,
+            sent: Some(sent_frames * per_frame as u64),
+            since_go_s: Some(start.elapsed().as_secs_f64()),
+            first_us: a.first.map(unix_of),
+            last_us: a.last.map(unix_of),
+            ..RoundReport::default()
+        }));
+        round += 1;
+    }
+    print(&MemberEvent::Exit { extra: 0 });
     Ok(())
 }
 
