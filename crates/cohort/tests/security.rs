@@ -3,7 +3,8 @@
 //! message or evict anyone; forged, replayed and tampered packets are dropped and counted;
 //! and the keyed cluster keeps its view and its messages flowing meanwhile.
 //!
-//! Multicast ports 46600-46619, one per test.
+//! Multicast ports 46600-46619, one per test; TCP/UDP ports 27800-27839 on 127.0.0.1 for the
+//! gossip-router test.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -441,6 +442,76 @@ async fn without_a_key_one_forged_shutdown_evicts_a_member() {
         sleep(Duration::from_millis(10)).await;
     }
     for n in [a, b] {
+        n.shutdown().await;
+    }
+}
+
+/// A keyed gossip router serves keyed members only: they find each other through it; a
+/// plain registration is refused and counted, and a plain node learns nobody.
+#[tokio::test]
+async fn a_keyed_router_serves_key_holders_only() {
+    use cohort::DiscoveryConfig;
+    use cohort::router::Router;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let ring = Keyring::new(key(8));
+    let router_addr: SocketAddr = "127.0.0.1:27800".parse().unwrap();
+    let router = Router::bind(router_addr)
+        .await
+        .unwrap()
+        .with_keyring(ring.clone());
+    let router_security = router.security().unwrap().clone();
+    let router_task = tokio::spawn(router.run());
+    let unicast = |port: u16, keyring: Option<Keyring>| Config {
+        domain: Bytes::from_static(b"security-routed"),
+        port,
+        port_range: 9,
+        discovery: DiscoveryConfig {
+            multicast: false,
+            routers: vec![router_addr],
+            probe_interval: Duration::from_millis(500),
+            ..DiscoveryConfig::default()
+        },
+        keyring,
+        ..Config::default()
+    };
+    let (a, _a_events) = Node::start(unicast(27810, Some(ring.clone())))
+        .await
+        .unwrap();
+    let (b, _b_events) = Node::start(unicast(27820, Some(ring.clone())))
+        .await
+        .unwrap();
+    let ids = [a.id(), b.id()];
+    let view = wait_for_view(&a, &ids, Duration::from_secs(5)).await;
+    wait_for_view(&b, &ids, Duration::from_secs(2)).await;
+
+    let (plain, _plain_events) = Node::start(unicast(27830, None)).await.unwrap();
+    // A plain registration by hand: the router closes the connection without a list.
+    let mut stream = tokio::net::TcpStream::connect(router_addr).await.unwrap();
+    let mut out = BytesMut::new();
+    cohort::proto::wire::cohort::router::RouterMessage::Register {
+        cluster: Bytes::from_static(b"security-routed"),
+        addr: "127.0.0.1:1".parse().unwrap(),
+    }
+    .encode_framed(&mut out);
+    stream.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let read = timeout(Duration::from_secs(2), stream.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the router answered a plain registration: {read:?} {buf:?}"
+    );
+    sleep(Duration::from_secs(2)).await;
+    assert!(
+        router_security.stats().unauthenticated >= 2,
+        "{:?}",
+        router_security.stats()
+    );
+    assert!(plain.members().is_empty(), "{:?}", plain.members());
+    assert_eq!(a.view().as_ref(), Some(&view));
+    assert!(a.members().iter().all(|m| ids.contains(&m.id)));
+    router_task.abort();
+    for n in [plain, a, b] {
         n.shutdown().await;
     }
 }
