@@ -357,6 +357,7 @@ struct Agreement {
     ids: Vec<String>,
 }
 
+/// The seven hosts' node processes, and what the checks found.
 struct Cluster<'a> {
     lab: &'a NetLab,
     opts: NodeOpts,
@@ -365,6 +366,7 @@ struct Cluster<'a> {
     current: Vec<usize>,
     /// Every view seen so far: `coordinator:seq` -> (sorted member ids, who installed it).
     views: BTreeMap<String, (Vec<String>, String)>,
+    /// Restarts of each host so far (they name the processes: `h3`, `h3.1`, ...).
     restarts: Vec<usize>,
     /// Failures found; the run continues past removals to count them all.
     violations: Vec<String>,
