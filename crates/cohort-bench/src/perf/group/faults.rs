@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{CohortSystem, NodeProc, SerfSystem, System, start_group, unix_ns};
 use crate::BenchResult;
+use crate::perf::process::loadavg;
 use crate::supervisor::Signal;
 
 /// Quiet time after the last heal of an episode, before the next one: longer than Serf's
@@ -208,6 +209,7 @@ pub(super) fn run(
         groups.push(Group::start(sys, nodes)?);
     }
     eprintln!("perf-group: random faults for {secs} s, seed {seed}");
+    let load_before = loadavg();
     let mut rng = Rng(seed);
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let (mut episodes, mut busy_episodes) = (0, 0);
@@ -283,8 +285,9 @@ pub(super) fn run(
     let hours = started.elapsed().as_secs_f64() / 3600.0;
     println!(
         "\nfalse removals under random faults: {nodes} members each, side by side, {:.0} s, \
-         seed {seed}",
-        started.elapsed().as_secs_f64()
+         seed {seed}; load average {load_before} before, {} after",
+        started.elapsed().as_secs_f64(),
+        loadavg()
     );
     let faults: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!(
