@@ -4,7 +4,7 @@
 //! and the keyed cluster keeps its view and its messages flowing meanwhile.
 //!
 //! Multicast ports 46600-46619, one per test; TCP/UDP ports 27800-27839 on 127.0.0.1 for the
-//! gossip-router test.
+//! gossip-router test, UDP ports 27840-27841 for the (ignored) sealing-cost measurement.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
@@ -513,5 +513,90 @@ async fn a_keyed_router_serves_key_holders_only() {
     router_task.abort();
     for n in [plain, a, b] {
         n.shutdown().await;
+    }
+}
+
+/// Two members, one multicasting `count` messages of `size` bytes by UDP fan-out, the other
+/// receiving them all; returns messages per second, first send to last delivery.
+async fn reliable_rate(keyring: Option<Keyring>, size: usize, count: u32) -> f64 {
+    use cohort::{GroupMember, ViewId};
+    let mut rng = rand::rng();
+    let ids = [MemberId::random(&mut rng), MemberId::random(&mut rng)];
+    let view = View {
+        id: ViewId {
+            seq: 1,
+            coordinator: ids[0],
+        },
+        members: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| GroupMember {
+                id: *id,
+                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 27840 + i as u16)),
+            })
+            .collect(),
+    };
+    let config = ReliableChannelConfig {
+        port_offset: 0,
+        keyring,
+        core: ReliableConfig {
+            deliver_own: false,
+            ..ReliableConfig::lan()
+        },
+        ..ReliableChannelConfig::default()
+    };
+    let tx = ReliableChannel::start_static(ids[0], config.clone(), view.clone()).unwrap();
+    let rx = ReliableChannel::start_static(ids[1], config, view).unwrap();
+    let payload = Bytes::from(vec![0x5Au8; size]);
+    let start = std::time::Instant::now();
+    let sender = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for _ in 0..count {
+                tx.multicast(payload.clone()).await.unwrap();
+            }
+        })
+    };
+    let mut got = 0;
+    let mut batch = Vec::new();
+    while got < count {
+        batch.clear();
+        let n = timeout(Duration::from_secs(20), rx.recv_many(&mut batch, 1024))
+            .await
+            .expect("delivery stalled");
+        got += n as u32;
+    }
+    let rate = f64::from(count) / start.elapsed().as_secs_f64();
+    sender.await.unwrap();
+    tx.close().await;
+    rx.close().await;
+    rate
+}
+
+/// What sealing costs reliable multicast (UDP fan-out, two members in this process):
+/// plain and keyed runs alternate, 5 of each per size; prints the medians and the ratio.
+/// Run in release: `cargo test --release -p cohort --test security -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test: run it on a quiet machine"]
+async fn sealing_cost_on_reliable_multicast() {
+    for (size, count) in [(1024, 100_000u32), (16 * 1024, 20_000)] {
+        let (mut plain, mut keyed) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            plain.push(reliable_rate(None, size, count).await);
+            keyed.push(reliable_rate(Some(Keyring::new(key(9))), size, count).await);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (p, k) = (median(&mut plain), median(&mut keyed));
+        println!(
+            "{size} B: plain {p:.0} msg/s ({:.0}-{:.0}), keyed {k:.0} msg/s ({:.0}-{:.0}), keyed/plain {:.2}",
+            plain[0],
+            plain[4],
+            keyed[0],
+            keyed[4],
+            k / p
+        );
     }
 }

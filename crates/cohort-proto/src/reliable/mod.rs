@@ -626,7 +626,7 @@ impl Reliable {
         match received {
             Received::New => {}
             Received::Duplicate => self.stats.duplicates += 1,
-            Received::TooFar => self.stats.dropped += 1,
+            Received::TooFar | Received::Implausible => self.stats.dropped += 1,
         }
     }
 

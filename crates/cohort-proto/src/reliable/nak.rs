@@ -10,6 +10,16 @@ use super::{Destination, Reliable};
 use crate::membership::MemberId;
 use crate::wire::cohort::reliable::{self as wire, MAX_NAK_RANGES, StreamRef};
 
+/// Counts `len` more bytes against a NAK's `budget`; false if they do not fit. The first
+/// message always fits, so a message larger than the budget is still answered.
+fn within_budget(spent: &mut usize, len: usize, budget: usize) -> bool {
+    if *spent > 0 && spent.saturating_add(len) > budget {
+        return false;
+    }
+    *spent = spent.saturating_add(len);
+    true
+}
+
 impl Reliable {
     /// Retransmits what `from` asks for, from the local retransmit buffers or (for other
     /// members' multicasts) the retained windows.
@@ -19,6 +29,9 @@ impl Reliable {
         } else {
             Destination::Member(from)
         };
+        // Payload bytes this NAK record has made us send so far (see `nak_answers_capped`).
+        let budget = self.config.credit_window;
+        let mut spent = 0usize;
         for (first, last) in nak.ranges() {
             self.stats.naks_received += 1;
             match nak.stream {
@@ -33,6 +46,10 @@ impl Reliable {
                         let Some(m) = peer.uni_out.get(seqno) else {
                             continue;
                         };
+                        if !within_budget(&mut spent, m.payload.len(), budget) {
+                            self.stats.nak_answers_capped += 1;
+                            return;
+                        }
                         let len = wire::data_record_len(m.payload.len(), m.fragment.is_some());
                         let buf = self.bundler.buffer(to, len, now, &mut self.transmits);
                         wire::encode_data(buf, true, seqno, m.oob, m.fragment, &m.payload);
@@ -47,6 +64,10 @@ impl Reliable {
                         let Some(m) = self.mcast_out.get(seqno) else {
                             continue;
                         };
+                        if !within_budget(&mut spent, m.payload.len(), budget) {
+                            self.stats.nak_answers_capped += 1;
+                            return;
+                        }
                         let len =
                             wire::retransmit_record_len(m.payload.len(), m.fragment.is_some());
                         let buf = self.bundler.buffer(to, len, now, &mut self.transmits);
@@ -66,6 +87,10 @@ impl Reliable {
                         let Some(m) = window.get(seqno) else {
                             continue;
                         };
+                        if !within_budget(&mut spent, m.payload.len(), budget) {
+                            self.stats.nak_answers_capped += 1;
+                            return;
+                        }
                         let len =
                             wire::retransmit_record_len(m.payload.len(), m.fragment.is_some());
                         let buf = self.bundler.buffer(to, len, now, &mut self.transmits);

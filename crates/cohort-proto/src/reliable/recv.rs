@@ -69,6 +69,10 @@ pub(crate) enum Received {
     /// So far ahead of what was delivered that no honest sender could have sent it within
     /// its window; dropped.
     TooFar,
+    /// A fragment of a message no honest sender could send: more fragments than the
+    /// window holds, or a message longer than `max_message_size`; dropped, so that it
+    /// cannot hold the stream back waiting for fragments that never come.
+    Implausible,
 }
 
 /// The receiving state of one stream.
@@ -149,6 +153,16 @@ impl RecvWindow {
         deliver: &mut impl FnMut(Bytes, bool),
     ) -> Received {
         let seqno = data.seqno;
+        if let Some(f) = data.fragment
+            && !plausible(
+                f,
+                data.payload.len(),
+                self.max_span,
+                config.max_message_size,
+            )
+        {
+            return Received::Implausible;
+        }
         if seqno < self.next {
             return Received::Duplicate;
         }
@@ -482,6 +496,18 @@ impl RecvWindow {
     }
 }
 
+/// Whether `f`, carrying `len` payload bytes, can be a fragment of a message an honest
+/// sender sent: its fragments fit in the receive window (`max_span` seqnos; more could
+/// never all be held, so the message would never complete), and the message is at most
+/// `max_message_size` bytes (every fragment but the last is as long as this one).
+fn plausible(f: Fragment, len: usize, max_span: u64, max_message_size: usize) -> bool {
+    if f.count < 2 || f.index >= f.count || u64::from(f.count) > max_span {
+        return false;
+    }
+    let last = f.index + 1 == f.count;
+    last || (len > 0 && (f.count as usize - 1).saturating_mul(len) < max_message_size)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -655,6 +681,56 @@ mod tests {
         h.rx(data(3, b"c"));
         h.rx(data(2, b"b"));
         assert_eq!(h.delivered(), [b"a", b"b", b"c"]);
+    }
+
+    #[test]
+    fn implausible_fragments_are_dropped_and_do_not_stall_the_stream() {
+        let mut h = Harness::new(false);
+        // "Fragment 0 of 2^20" (one 48-byte record used to stall a sender's stream forever):
+        // more fragments than the window (1000 here) could ever hold.
+        assert_eq!(h.rx(frag(1, 0, 1 << 20, b"x")), Received::Implausible);
+        // A message longer than max_message_size: 3 fragments of 10 MiB each.
+        let big: &'static [u8] = Box::leak(vec![0u8; 10 << 20].into_boxed_slice());
+        assert_eq!(h.rx(frag(1, 0, 3, big)), Received::Implausible);
+        assert_eq!(h.rx(frag(1, 0, 3, b"")), Received::Implausible);
+        assert_eq!(h.rx(frag(1, 3, 3, b"x")), Received::Implausible);
+        assert_eq!(h.rx(frag(1, 0, 1, b"x")), Received::Implausible);
+        // The honest stream goes on from seqno 1.
+        h.rx(data(1, b"a"));
+        h.rx(frag(2, 0, 2, b"b"));
+        h.rx(frag(3, 1, 2, b"c"));
+        assert_eq!(h.delivered(), [&b"a"[..], b"bc"]);
+        // At the limits: 1000 fragments fit a window of 1000; the last fragment may be short.
+        assert!(plausible(
+            Fragment {
+                index: 0,
+                count: 1000
+            },
+            10,
+            1000,
+            16 << 20
+        ));
+        assert!(!plausible(
+            Fragment {
+                index: 0,
+                count: 1001
+            },
+            10,
+            1000,
+            16 << 20
+        ));
+        assert!(plausible(
+            Fragment { index: 2, count: 3 },
+            0,
+            1000,
+            16 << 20
+        ));
+        assert!(!plausible(
+            Fragment { index: 0, count: 3 },
+            8 << 20,
+            1000,
+            16 << 20
+        ));
     }
 
     #[test]

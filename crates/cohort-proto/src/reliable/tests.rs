@@ -1344,3 +1344,75 @@ fn recycled_datagram_buffers_are_reused_only_when_free() {
     assert_eq!(third.as_ptr(), second_ptr);
     bob.handle_datagram(a, third, now).unwrap();
 }
+
+/// One NAK record listing the whole retention buffer again and again (an 88-byte NAK
+/// made a member send 4 MB; 65 535 copies of that range in one datagram would be
+/// gigabytes) is answered with at most a window of bytes, and counted.
+#[test]
+fn one_nak_makes_a_member_send_at_most_a_window() {
+    use crate::wire::cohort::reliable::{DatagramHeader, StreamRef, encode_nak};
+    let now = Instant::now();
+    let (a, b) = (MemberId([1; 16]), MemberId([2; 16]));
+    let config = ReliableConfig::default();
+    let window = config.credit_window;
+    let mut r = Reliable::new(config, a, now);
+    let member = |id| GroupMember {
+        id,
+        addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+    };
+    let view = View {
+        id: ViewId {
+            seq: 1,
+            coordinator: a,
+        },
+        members: vec![member(a), member(b)],
+    };
+    r.install_view(&view, now);
+    // Fill the window: b never acknowledges.
+    let mut sent = 0u64;
+    while r
+        .multicast(Bytes::from(vec![7; 1000]), SendOpts::default(), now)
+        .is_ok()
+    {
+        sent += 1;
+        while r.poll_delivery().is_some() {}
+    }
+    r.flush(now);
+    while r.poll_transmit().is_some() {}
+    let retained = r.stats().retransmit_buffer_bytes;
+    assert!(
+        sent > 1000 && retained > window / 2,
+        "{sent} sent, {retained} retained"
+    );
+
+    let mut datagram = bytes::BytesMut::new();
+    DatagramHeader {
+        sender: b,
+        dest: Some(a),
+        view_seq: 1,
+        view_start: 1,
+    }
+    .encode(&mut datagram);
+    let ranges = vec![(1, sent); 1000];
+    encode_nak(&mut datagram, StreamRef::Multicast(a), &ranges);
+    let before = r.stats().retransmitted;
+    r.handle_datagram(b, datagram.freeze(), now).unwrap();
+    r.flush(now);
+    let mut bytes_out = 0;
+    while let Some(t) = r.poll_transmit() {
+        bytes_out += t.datagram.len();
+    }
+    let s = r.stats();
+    assert_eq!(s.nak_answers_capped, 1);
+    let again = s.retransmitted - before;
+    assert!(again as usize <= window / 1000 + 1, "{again} retransmitted");
+    // A window of payload, plus record and datagram headers.
+    assert!(
+        bytes_out <= window + window / 10,
+        "{bytes_out} bytes sent for one NAK"
+    );
+    assert!(
+        bytes_out >= window / 2,
+        "the NAK was not answered: {bytes_out} bytes"
+    );
+}

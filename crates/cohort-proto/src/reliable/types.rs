@@ -123,6 +123,12 @@ pub struct ReliableStats {
     pub naks_received: u64,
     /// Messages retransmitted.
     pub retransmitted: u64,
+    /// NAK records whose answer was cut short at
+    /// [`credit_window`](super::ReliableConfig::credit_window) bytes: no receiver can be
+    /// missing more than a window, so a NAK asking for more (the same ranges listed again
+    /// and again, or the whole retention buffer) is a bug or an attack, and one datagram
+    /// must not make a member send without bound.
+    pub nak_answers_capped: u64,
     /// Messages received again after they were received or delivered.
     pub duplicates: u64,
     /// Datagrams dropped as malformed, misaddressed or forged.
