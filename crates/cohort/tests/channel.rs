@@ -264,7 +264,10 @@ async fn many_concurrent_sends_share_one_connection() {
     }
     let (b, seen) = receiver.await.unwrap();
     assert_eq!(seen, 2000);
-    assert_eq!(b.stats().connections_accepted, 1);
+    // One channel connection for all 2 000 sends; the other one b may have accepted is
+    // a's ring connection (in a view of two each watches the other).
+    let accepted = b.stats().connections_accepted;
+    assert!((1..=2).contains(&accepted), "{accepted} connections");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -3,9 +3,17 @@
 //! Virtual time, a seeded network (loss, duplication, delay, partitions, one-way cuts),
 //! paused, crashed and restarted nodes. Each node is the real [`Group`] core; the harness
 //! plays the runtime's part: heartbeats every 500 ms to every reachable node (feeding
-//! `discovered` / `heard_from`, and `member_dead` when an address shows a new id, as the
-//! membership service does), and the ring connection (a crash is seen by the watcher within
-//! a millisecond unless a partition is in between).
+//! `heard_from`, and `member_restarted` when an address shows a new id, as the membership
+//! service does), and the ring connection (a crash is seen by the watcher within a
+//! millisecond unless a partition is in between).
+//!
+//! Group messages travel as the runtime's channel carries them, by address, over TCP: a
+//! message sent across a cut is not lost but waits in the connection (the kernel's buffer)
+//! and arrives once the link returns, if that is within [`NetConfig::backlog_hold`] (after
+//! that the runtime's ACK timeout has aborted the connection); a reconnect may deliver it
+//! twice. It goes to whatever process has the address by then: a new incarnation of a
+//! restarted or rejoined node receives what was meant for the old one, and a reply to an
+//! old incarnation reaches the new one.
 //!
 //! After every step it checks the safety invariants: two nodes never install different
 //! member lists under one view id, and each node's view numbers only grow. Tests then check
@@ -22,15 +30,15 @@ use rand::{Rng, SeedableRng};
 
 use super::{Group, GroupConfig, GroupEvent, GroupMember, HostCheck, View, ViewId};
 use crate::membership::MemberId;
-use crate::wire::cohort::GroupMessage;
+use crate::wire::cohort::GroupPacket;
 
 const BEAT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 enum Input {
     Message {
-        from: GroupMember,
-        message: GroupMessage,
+        from: SocketAddr,
+        packet: GroupPacket,
     },
     Beat {
         from: GroupMember,
@@ -71,6 +79,12 @@ pub(super) struct NetConfig {
     pub(super) duplicate: f64,
     pub(super) min_delay: Duration,
     pub(super) max_delay: Duration,
+    /// How long a group message sent across a cut waits for the link to return (zero: it
+    /// is lost at once, as a datagram would be).
+    pub(super) backlog_hold: Duration,
+    /// Chance that a message delivered from the backlog arrives twice (a reconnect replays
+    /// it).
+    pub(super) backlog_replay: f64,
 }
 
 impl Default for NetConfig {
@@ -80,6 +94,8 @@ impl Default for NetConfig {
             duplicate: 0.0,
             min_delay: Duration::from_micros(200),
             max_delay: Duration::from_millis(2),
+            backlog_hold: Duration::from_secs(6),
+            backlog_replay: 0.2,
         }
     }
 }
@@ -104,6 +120,10 @@ pub(super) struct Sim {
     pub(super) steps: u64,
     /// Whether watchers see a crash through the ring connection.
     pub(super) ring: bool,
+    /// Group messages waiting for a cut link to return: when sent, from, to, the message.
+    backlog: Vec<(Instant, usize, usize, Input)>,
+    /// Nodes started in each slot (restarts and rejoins give new ids at the same address).
+    pub(super) incarnations: Vec<usize>,
 }
 
 impl Sim {
@@ -132,6 +152,8 @@ impl Sim {
             views: HashMap::new(),
             steps: 0,
             ring: true,
+            backlog: Vec::new(),
+            incarnations: Vec::new(),
         };
         for _ in 0..nodes {
             sim.add_slot();
@@ -155,6 +177,7 @@ impl Sim {
             rejoins: 0,
         });
         self.partition.push(0);
+        self.incarnations.push(0);
         i
     }
 
@@ -179,6 +202,7 @@ impl Sim {
         slot.next_beat = self.now;
         slot.heard.clear();
         slot.ring_reported.clear();
+        self.incarnations[i] += 1;
     }
 
     pub(super) fn start_all(&mut self) {
@@ -224,6 +248,7 @@ impl Sim {
                 self.partition[i] = n as u32 + 1;
             }
         }
+        self.release_backlog();
     }
 
     pub(super) fn heal(&mut self) {
@@ -231,6 +256,45 @@ impl Sim {
             *p = 0;
         }
         self.deaf.clear();
+        self.release_backlog();
+    }
+
+    /// Delivers the group messages that waited for links that are up again (the ones that
+    /// waited too long were dropped with their connection). TCP retransmits with
+    /// exponential back-off, so a connection's backlog arrives some time after the link
+    /// returns: up to as long as it waited (each link gets one such delay, keeping its
+    /// order).
+    fn release_backlog(&mut self) {
+        let hold = self.net.backlog_hold;
+        let now = self.now;
+        let waiting = std::mem::take(&mut self.backlog);
+        let mut link_delay: HashMap<(usize, usize), Duration> = HashMap::new();
+        for (sent, from, to, input) in waiting {
+            let waited = now.saturating_duration_since(sent);
+            if waited > hold {
+                continue;
+            }
+            if !self.reachable(from, to) {
+                self.backlog.push((sent, from, to, input));
+                continue;
+            }
+            // The first (oldest) message of a link decides when its retransmission comes.
+            let backoff = *link_delay
+                .entry((from, to))
+                .or_insert_with(|| self.rng.random_range(Duration::ZERO..=waited));
+            let copies = if self.rng.random_bool(self.net.backlog_replay) {
+                2
+            } else {
+                1
+            };
+            for copy in 0..copies {
+                let delay = self
+                    .rng
+                    .random_range(self.net.min_delay..=self.net.max_delay);
+                let replay = Duration::from_millis(copy * 200);
+                self.enqueue(now + backoff + delay + replay, to, input.clone());
+            }
+        }
     }
 
     pub(super) fn set_deaf(&mut self, i: usize, deaf: bool) {
@@ -238,6 +302,7 @@ impl Sim {
             self.deaf.insert(i);
         } else {
             self.deaf.remove(&i);
+            self.release_backlog();
         }
     }
 
@@ -271,7 +336,14 @@ impl Sim {
     }
 
     fn deliver_later(&mut self, from: usize, to: usize, input: Input) {
-        if !self.reachable(from, to) || self.rng.random_bool(self.net.loss) {
+        if !self.reachable(from, to) {
+            // A datagram is lost; a group message waits in its connection for the link.
+            if matches!(input, Input::Message { .. }) && !self.net.backlog_hold.is_zero() {
+                self.backlog.push((self.now, from, to, input));
+            }
+            return;
+        }
+        if self.rng.random_bool(self.net.loss) {
             return;
         }
         let copies = if self.rng.random_bool(self.net.duplicate) {
@@ -299,10 +371,10 @@ impl Sim {
     }
 
     fn drain_node(&mut self, i: usize, node: &mut Group) {
-        while let Some((to, message)) = node.poll_transmit() {
+        while let Some((to, packet)) = node.poll_transmit() {
             if let Some(j) = self.slot_of(to.addr) {
-                let from = node.local();
-                self.deliver_later(i, j, Input::Message { from, message });
+                let from = self.slots[i].addr;
+                self.deliver_later(i, j, Input::Message { from, packet });
             }
         }
         while let Some(target) = node.poll_host_check() {
@@ -351,7 +423,10 @@ impl Sim {
                     }
                     slot.installed.push((me, view.id));
                 }
-                GroupEvent::Rejoined { .. } => self.slots[i].rejoins += 1,
+                GroupEvent::Rejoined { .. } => {
+                    self.slots[i].rejoins += 1;
+                    self.incarnations[i] += 1;
+                }
             }
         }
     }
@@ -363,14 +438,14 @@ impl Sim {
             return;
         };
         match input {
-            Input::Message { from, message } => node.handle_message(from, message, now),
+            Input::Message { from, packet } => node.handle_packet(from, packet, now),
             Input::Beat { from } => {
                 // A new id at a known address: the old process is gone (the membership
                 // service reports it as restarted).
                 if let Some(old) = self.slots[i].heard.insert(from.addr, from.id)
                     && old != from.id
                 {
-                    node.member_dead(old, now);
+                    node.member_restarted(old, now);
                 }
                 node.heard_from(from, now);
             }

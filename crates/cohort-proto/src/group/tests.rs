@@ -15,6 +15,7 @@ fn lossy(loss: f64) -> NetConfig {
         duplicate: loss / 2.0,
         min_delay: Duration::from_micros(200),
         max_delay: ms(5),
+        ..NetConfig::default()
     }
 }
 
@@ -319,4 +320,137 @@ fn a_starved_node_holds_its_suspicions_back() {
     assert!(late.view().unwrap().contains(&late_other));
     assert!(late.stats().suspicions_held_back > 0);
     assert_eq!(late.stats().suspicions_sent, 0);
+}
+
+/// The issue's reproduction: a host's link is cut for 3.6 s. The others remove it; alone,
+/// it forms a group of one and queues messages towards the others (its view, its
+/// suspicions) that wait in their connections. The link returns, it merges back under a
+/// new id, and then the queued frames of its old incarnation arrive, and the answers to
+/// them reach the new incarnation at the same address. None of that may remove anyone.
+#[test]
+fn a_node_cut_off_alone_cannot_evict_anyone_after_it_rejoins() {
+    for run in 0..runs(20) {
+        let s = seed(300) + run;
+        let mut sim = started(s, 7, NetConfig::default());
+        let before: Vec<_> = (0..7).map(|i| sim.id(i).unwrap()).collect();
+        let cut = 2;
+        sim.set_partitions(&[&[0, 1, 3, 4, 5, 6], &[cut]]);
+        sim.run_for(ms(3600));
+        sim.heal();
+        sim.run_until_converged(Duration::from_secs(5));
+        // Quiet seconds after the rejoin: the removals came about 1 s after it.
+        sim.run_for(Duration::from_secs(5));
+        sim.run_until_converged(Duration::from_secs(5));
+        for (i, id) in before.iter().enumerate() {
+            if i != cut {
+                assert_eq!(
+                    sim.id(i),
+                    Some(*id),
+                    "seed {s}: node {i} was never faulted but was removed: {}",
+                    sim.describe()
+                );
+            }
+        }
+        assert!(sim.rejoins(cut) >= 1, "seed {s}: {}", sim.describe());
+    }
+}
+
+/// How many seeds a multi-seed test runs: `GROUP_SIM_RUNS` (one with `GROUP_SIM_SEED`).
+fn runs(default: u64) -> u64 {
+    if std::env::var("GROUP_SIM_SEED").is_ok() {
+        return 1;
+    }
+    std::env::var("GROUP_SIM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The operator's bad day of the real-process nemesis, in simulation: seven nodes, one or
+/// two faults at a time (kill -9 and restart, pauses, one host cut off, a 2 | 5
+/// partition), never more than two hosts faulty, each fault healed before the next. After
+/// every heal all live nodes agree on one view of exactly them, and no node that was not
+/// faulted was ever removed (it keeps its id throughout).
+#[test]
+fn nemesis_never_removes_a_member_that_was_not_faulted() {
+    use rand::Rng;
+    let base = std::env::var("GROUP_SIM_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| seed(1_000));
+    for run in 0..runs(40) {
+        let s = base + run;
+        let net = lossy(0.02);
+        let mut sim = started(s, 7, net);
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(s);
+        for fault in 0..12 {
+            let ids: Vec<_> = (0..7).map(|i| sim.id(i)).collect();
+            let first = rng.random_range(0..7);
+            let mut faulty = vec![first];
+            if rng.random_bool(0.3) {
+                let second = (first + rng.random_range(1..7)) % 7;
+                faulty.push(second);
+            }
+            let kind = rng.random_range(0..4);
+            let lasts = match kind {
+                // kill -9, restarted after 1-4 s.
+                0 => {
+                    for &i in &faulty {
+                        sim.crash(i);
+                    }
+                    let d = ms(rng.random_range(1000..4000));
+                    sim.run_for(d);
+                    for &i in &faulty {
+                        sim.start(i);
+                    }
+                    d
+                }
+                // SIGSTOP for 0.5-6 s.
+                1 => {
+                    let d = ms(rng.random_range(500..6000));
+                    for &i in &faulty {
+                        sim.pause(i, d);
+                    }
+                    sim.run_for(d);
+                    d
+                }
+                // The faulty hosts' links cut for 2-8 s (each alone).
+                2 => {
+                    let rest: Vec<usize> = (0..7).filter(|i| !faulty.contains(i)).collect();
+                    let mut sides: Vec<&[usize]> = vec![&rest];
+                    let singles: Vec<[usize; 1]> = faulty.iter().map(|&i| [i]).collect();
+                    sides.extend(singles.iter().map(|s| &s[..]));
+                    sim.set_partitions(&sides);
+                    let d = ms(rng.random_range(2000..8000));
+                    sim.run_for(d);
+                    sim.heal();
+                    d
+                }
+                // A 2 | 5 partition for 3-8 s.
+                _ => {
+                    if faulty.len() == 1 {
+                        faulty.push((first + 1) % 7);
+                    }
+                    let rest: Vec<usize> = (0..7).filter(|i| !faulty.contains(i)).collect();
+                    sim.set_partitions(&[&rest, &faulty]);
+                    let d = ms(rng.random_range(3000..8000));
+                    sim.run_for(d);
+                    sim.heal();
+                    d
+                }
+            };
+            let took = sim.run_until_converged(Duration::from_secs(10));
+            sim.run_for(Duration::from_secs(3));
+            sim.run_until_converged(Duration::from_secs(5));
+            for i in (0..7).filter(|i| !faulty.contains(i)) {
+                assert_eq!(
+                    sim.id(i),
+                    ids[i],
+                    "seed {s}, fault {fault} (kind {kind}, hosts {faulty:?}, {lasts:?}, \
+                     converged in {took:?}): node {i} was not faulted but was removed: {}",
+                    sim.describe()
+                );
+            }
+        }
+    }
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort_proto::group::{Group, GroupEvent, GroupMember, HostCheck};
-use cohort_proto::wire::cohort::GroupMessage;
+use cohort_proto::wire::cohort::GroupPacket;
 use cohort_proto::wire::tribes::SendOptions;
 use cohort_proto::{DisappearReason, Member, MemberId};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
@@ -66,14 +66,19 @@ pub(crate) async fn run(
     // The member watched, and the task watching it (none once it was found dead: it is
     // not watched again, the group removes it).
     let mut ring: Option<(MemberId, Option<JoinHandle<()>>)> = None;
+    // Group messages on their way. A rejoin aborts them: a frame still queued then speaks
+    // for an incarnation that no longer exists (the transport drops a frame whose sender
+    // gave up before it was written).
+    let mut sending: JoinSet<()> = JoinSet::new();
     core.handle_timeout(to_std(Instant::now()));
     loop {
-        while let Some((to, message)) = core.poll_transmit() {
-            let frame = encode(&shared, &message);
+        while sending.try_join_next().is_some() {}
+        while let Some((to, packet)) = core.poll_transmit() {
+            let frame = encode(&shared, &packet);
             let shared = shared.clone();
-            tokio::spawn(async move {
+            sending.spawn(async move {
                 if let Err(e) = shared.peers.submit(&as_member(&to), frame, true).await {
-                    debug!(to = %to.addr, kind = message.kind(), error = %e, "group message not delivered");
+                    debug!(to = %to.addr, kind = packet.message.kind(), error = %e, "group message not delivered");
                 }
             });
         }
@@ -86,6 +91,7 @@ pub(crate) async fn run(
                 }
                 GroupEvent::Rejoined { old, new } => {
                     info!(%old, %new, "removed from the group: rejoining under a new id");
+                    sending.abort_all();
                     shared.view.send_replace(None);
                     shared.local_id.send_replace(new);
                     let _ = heartbeat.send(heartbeat::Command::SetIdentity(new)).await;
@@ -123,11 +129,11 @@ pub(crate) async fn run(
                 match input {
                     GroupInput::Heard(m) => core.heard_from(group_member(&m), now),
                     GroupInput::Gone { id, reason: DisappearReason::Shutdown } => core.member_left(id, now),
-                    GroupInput::Gone { id, reason: DisappearReason::Restarted } => core.member_dead(id, now),
+                    GroupInput::Gone { id, reason: DisappearReason::Restarted } => core.member_restarted(id, now),
                     // Silence is the failure detector's business, with witnesses.
                     GroupInput::Gone { reason: DisappearReason::Timeout, .. } => {}
-                    GroupInput::Message { from, data } => match GroupMessage::decode(&data, &limits) {
-                        Ok(message) => core.handle_message(group_member(&from), message, now),
+                    GroupInput::Message { from, data } => match GroupPacket::decode(&data, &limits) {
+                        Ok(packet) => core.handle_packet(from.addr, packet, now),
                         Err(e) => {
                             crate::shared::Counters::bump(&shared.counters.malformed_frames);
                             warn!(from = %from.addr, error = %e, "dropped malformed group message");
@@ -151,8 +157,8 @@ pub(crate) async fn run(
                 Some(Command::Leave(done)) => {
                     core.leave(to_std(Instant::now()));
                     let mut sends = Vec::new();
-                    while let Some((to, message)) = core.poll_transmit() {
-                        let frame = encode(&shared, &message);
+                    while let Some((to, packet)) = core.poll_transmit() {
+                        let frame = encode(&shared, &packet);
                         let shared = shared.clone();
                         sends.push(async move {
                             let _ = shared.peers.submit(&as_member(&to), frame, true).await;
@@ -169,13 +175,14 @@ pub(crate) async fn run(
     if let Some((_, Some(task))) = ring.take() {
         task.abort();
     }
+    sending.detach_all();
 }
 
-fn encode(shared: &Shared, message: &GroupMessage) -> Bytes {
+fn encode(shared: &Shared, packet: &GroupPacket) -> Bytes {
     let options = SendOptions::USE_ACK
         .with(SendOptions::BYTE_MESSAGE)
         .with(SendOptions::COHORT_CONTROL);
-    shared.encode_frame(options, &message.encode())
+    shared.encode_frame(options, &packet.encode())
 }
 
 fn group_member(m: &Member) -> GroupMember {

@@ -1,7 +1,7 @@
 //! The ring connection (Coherence's TcpRing, JGroups' FD_SOCK): a TCP connection to the
 //! member we watch. Nothing is sent on it; when the watched process dies its kernel closes
-//! the connection at once, so a crash is seen within a round trip, without waiting for
-//! heartbeats to go missing. A hung process keeps its connections open (that case is the
+//! the connection at once and refuses the reconnect, so a crash is seen within a round
+//! trip, without waiting for heartbeats to go missing. A hung process keeps its connections open (that case is the
 //! heartbeats'), and a cut link closes nothing (also theirs).
 
 use std::io::ErrorKind;
@@ -24,8 +24,17 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// Watches `member` until its process is found dead (reported to the group task) or the
 /// task is aborted (the watched member changed).
+///
+/// Only a refused connection proves the process gone. A connection that closes is not
+/// proof by itself (the receiver may have closed an idle connection, or a middlebox reset
+/// it): the watcher reconnects at once, and reports the death only if that is refused.
 pub(super) async fn watch(member: GroupMember, report: mpsc::UnboundedSender<GroupInput>) {
+    let mut pause = false;
     loop {
+        if pause {
+            tokio::time::sleep(RETRY).await;
+        }
+        pause = true;
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(member.addr)).await {
             Ok(Ok(mut stream)) => {
                 let mut buf = [0u8; 64];
@@ -34,17 +43,17 @@ pub(super) async fn watch(member: GroupMember, report: mpsc::UnboundedSender<Gro
                         // The receiver never writes unprompted; any bytes are ignored.
                         Ok(n) if n > 0 => continue,
                         Ok(_) => {
-                            debug!(member = %member.addr, "ring connection closed");
+                            debug!(member = %member.addr, "ring connection closed: checking");
                             break;
                         }
                         Err(e) => {
-                            debug!(member = %member.addr, error = %e, "ring connection failed");
+                            debug!(member = %member.addr, error = %e, "ring connection failed: checking");
                             break;
                         }
                     }
                 }
-                let _ = report.send(GroupInput::RingClosed { id: member.id });
-                return;
+                // Reconnect at once: a dead process refuses.
+                pause = false;
             }
             // Nothing listens there: the process is gone.
             Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => {
@@ -55,7 +64,6 @@ pub(super) async fn watch(member: GroupMember, report: mpsc::UnboundedSender<Gro
             Ok(Err(e)) => debug!(member = %member.addr, error = %e, "ring connect failed"),
             Err(_) => debug!(member = %member.addr, "ring connect timed out"),
         }
-        tokio::time::sleep(RETRY).await;
     }
 }
 

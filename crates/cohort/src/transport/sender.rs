@@ -165,6 +165,7 @@ async fn run_peer(
             Err(reason) => {
                 debug!(%addr, %reason, "connection closed");
                 conn.fail_all(&reason);
+                conn.abort();
             }
         }
     }
@@ -216,6 +217,11 @@ impl Connection {
     }
 
     fn enqueue(&mut self, out: Outgoing) {
+        // Its sender gave up on it (a group message of an incarnation that rejoined since):
+        // writing it now would deliver something no longer meant.
+        if out.done.is_closed() {
+            return;
+        }
         if self.seal.is_plain() {
             self.write_buf.extend_from_slice(&out.frame);
         } else {
@@ -348,6 +354,14 @@ impl Connection {
                 });
             }
         }
+    }
+
+    /// Closes the connection with a reset, so the kernel discards what it still buffers
+    /// instead of delivering it later: every frame on it was reported failed, and a frame
+    /// arriving after a cut heals would speak for a moment that has passed (the sender may
+    /// have rejoined under a new id by then).
+    fn abort(self) {
+        let _ = socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
     }
 
     fn fail_all(&mut self, reason: &FailureReason) {

@@ -29,9 +29,51 @@ impl Group {
                     self.maybe_install(now);
                 }
             }
-            // Pass a certain death on; a leave reaches the coordinator directly.
-            Some(r) if self.gone.insert(id) => self.send(r, GroupMessage::Dead { member: id }),
+            // Pass a certain death on (the decider takes it as our suspicion unless we
+            // watch the member); a leave reaches the coordinator directly.
+            Some(r) if self.gone.insert(id) => {
+                let view_id = self.view.as_ref().map(|v| v.id).expect("in a view");
+                self.send(
+                    r,
+                    GroupMessage::Dead {
+                        member: id,
+                        view_id,
+                    },
+                );
+            }
             _ => {}
+        }
+    }
+
+    /// `from` says `member` is gone. Certain only as the ring's own evidence: `from` watches
+    /// `member` in the view we both hold. Otherwise (a death passed on, a restart seen, a
+    /// claim from another view or an old incarnation) it is `from`'s suspicion, and the
+    /// member is removed only once witnesses agree.
+    pub(super) fn on_dead(
+        &mut self,
+        from: GroupMember,
+        member: MemberId,
+        view_id: ViewId,
+        now: Instant,
+    ) {
+        let Some(view) = &self.view else { return };
+        if member == self.local.id || !view.contains(&member) {
+            return;
+        }
+        let watcher =
+            view.id == view_id && view.successor(&from.id).is_some_and(|s| s.id == member);
+        if watcher {
+            self.handle_gone(member, now);
+            return;
+        }
+        self.stats.deaths_as_suspicions += 1;
+        debug!(%member, from = %from.id, "a death claimed without the ring's evidence: a suspicion");
+        if view.contains(&from.id) {
+            self.accusations
+                .entry(member)
+                .or_default()
+                .insert(from.id, now);
+            self.evaluate_accusations(now);
         }
     }
 
@@ -114,7 +156,9 @@ impl Group {
                 .chain(self.in_view_since.get(&m.id).copied())
                 .max()
                 .unwrap_or(now);
-            if now.saturating_duration_since(heard) < self.config.suspect_after {
+            if now.saturating_duration_since(heard) < self.config.suspect_after
+                && !self.replaced.contains(&m.id)
+            {
                 continue;
             }
             if starved {
@@ -159,6 +203,7 @@ impl Group {
         }
         self.next_gone_report = now + self.config.suspect_resend;
         let Some(view) = &self.view else { return };
+        let view_id = view.id;
         let mut reports = Vec::new();
         for m in &view.members {
             if !self.gone.contains(&m.id) {
@@ -171,7 +216,13 @@ impl Group {
             }
         }
         for (r, id) in reports {
-            self.send(r, GroupMessage::Dead { member: id });
+            self.send(
+                r,
+                GroupMessage::Dead {
+                    member: id,
+                    view_id,
+                },
+            );
         }
     }
 

@@ -118,12 +118,20 @@ impl Group {
                 if view.contains(&from.id) {
                     // It coordinates a view without us. Either its group went on without
                     // us (we were removed: its view is newer and it is our coordinator, or
-                    // holds a majority of ours, or we know we were stalled), or it split off
-                    // (a node cut off alone forms a group of one): then it is gone from ours.
+                    // holds a majority of ours), or it split off (a node cut off alone forms
+                    // a group of one): then it left ours. Being stalled ourselves is no
+                    // evidence here: a member that was cut off alone probes everyone it
+                    // hears once the link is back.
                     let newer = view_id.seq > view.id.seq;
                     let majority = u64::from(size) * 2 > view.members.len() as u64;
                     let ours = view.coordinator().is_some_and(|c| c.id == from.id);
-                    if newer && (ours || majority || self.recently_starved(now)) {
+                    if !newer {
+                        // A probe of our own view or an older one: sent before that view
+                        // reached its coordinator's probe list, or to an earlier
+                        // incarnation of ours. Not evidence of anything.
+                        return;
+                    }
+                    if ours || majority {
                         info!(coordinator = %from.id, "removed from the group: rejoining");
                         self.rejoin(Some(from), now);
                     } else {
@@ -145,12 +153,7 @@ impl Group {
                         _ => view.members.get(1).copied(),
                     };
                     if let Some(to) = leave_to {
-                        self.send(
-                            to,
-                            GroupMessage::Leave {
-                                member: self.local.id,
-                            },
-                        );
+                        self.send(to, GroupMessage::Leave);
                     }
                     self.rejoin(Some(from), now);
                 }
@@ -169,6 +172,7 @@ impl Group {
         self.suspecting.clear();
         self.accusations.clear();
         self.gone.clear();
+        self.replaced.clear();
         self.pending_joins.clear();
         self.install = None;
         self.lagging.clear();

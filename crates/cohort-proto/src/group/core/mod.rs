@@ -1,6 +1,7 @@
 //! The group state machine of one node.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ mod views;
 
 use super::view::{GroupMember, View, ViewId};
 use crate::membership::MemberId;
-use crate::wire::cohort::{GroupLimits, GroupMessage};
+use crate::wire::cohort::{GroupLimits, GroupMessage, GroupPacket};
 
 /// Settings of the group protocol. `Default` gives cohort's defaults, chosen so that a hung
 /// member is removed within 3 s and a crashed one within a round trip (see SPEC §4).
@@ -122,6 +123,15 @@ pub struct GroupStats {
     pub rejoins: u64,
     /// Host checks asked for (see [`GroupConfig::host_check`]).
     pub host_checks: u64,
+    /// Messages dropped because they were for another incarnation (an earlier id of this
+    /// node at the same address) or claimed to come from this node.
+    pub misaddressed: u64,
+    /// Views dropped because their sender may not install them here (not the coordinator
+    /// they name, nor a member passing on a view it belongs to).
+    pub views_refused: u64,
+    /// Death claims that were not the ring's own evidence and so counted only as the
+    /// sender's suspicion.
+    pub deaths_as_suspicions: u64,
 }
 
 /// What a host check found (see [`GroupConfig::host_check`]).
@@ -201,6 +211,9 @@ pub struct Group {
     starved_until: Option<Instant>,
     last_starved: Option<Instant>,
     next_gone_report: Instant,
+    /// Members whose address now answers with another id (the runtime saw a restart):
+    /// suspected as if silent, without waiting for the timeout.
+    replaced: HashSet<MemberId>,
     /// Suspects whose host is to be checked, and suspects whose host did not answer.
     host_checks: VecDeque<GroupMember>,
     host_checked: HashSet<MemberId>,
@@ -210,7 +223,7 @@ pub struct Group {
     /// As coordinator: members that have not acknowledged the current view, with when to
     /// send it to them again.
     lagging: HashMap<MemberId, Instant>,
-    transmits: VecDeque<(GroupMember, GroupMessage)>,
+    transmits: VecDeque<(GroupMember, GroupPacket)>,
     events: VecDeque<GroupEvent>,
     stats: GroupStats,
 }
@@ -243,6 +256,7 @@ impl Group {
             starved_until: None,
             last_starved: None,
             next_gone_report: now,
+            replaced: HashSet::new(),
             host_checks: VecDeque::new(),
             host_checked: HashSet::new(),
             host_down: HashMap::new(),
@@ -312,30 +326,34 @@ impl Group {
         }
     }
 
-    /// `id` announced a graceful shutdown (Tribes' shutdown beat): like a `Leave`.
+    /// `id` announced a graceful shutdown (Tribes' shutdown beat): like a `Leave` from it.
     pub fn member_left(&mut self, id: MemberId, now: Instant) {
         self.known.remove(&id);
         self.handle_gone(id, now);
     }
 
-    /// `id`'s process is certainly gone: its address now belongs to a new process, or
-    /// the ring connection to it closed. Removed without witnesses.
-    pub fn member_dead(&mut self, id: MemberId, now: Instant) {
+    /// `id`'s address now answers with another id: that process is gone, unless the new
+    /// id is the stale one (an old incarnation's late packet). Not certain enough to remove
+    /// anyone alone, so it counts as this node's suspicion at once, and the member deciding
+    /// removes `id` once witnesses (who see the same restart) agree.
+    pub fn member_restarted(&mut self, id: MemberId, now: Instant) {
         self.known.remove(&id);
-        if !self.view_contains(&id) {
+        if !self.view_contains(&id) || id == self.local.id {
             return;
         }
-        match self.responsible_for(&id) {
-            Some(r) if r.id == self.local.id => self.handle_gone(id, now),
-            Some(r) => self.send(r, GroupMessage::Dead { member: id }),
-            None => {}
-        }
+        debug!(member = %id, "address taken by another id: suspecting");
+        self.replaced.insert(id);
+        self.suspecting.remove(&id);
+        self.detect(now);
     }
 
-    /// The ring connection to `id` closed without a goodbye: the process died.
+    /// The ring connection to `id` (the member this node watches) closed without a
+    /// goodbye, or a host check found nothing listening: the process died. This is the
+    /// ring's own evidence and needs no witnesses.
     pub fn link_closed(&mut self, id: MemberId, now: Instant) {
         debug!(member = %id, "ring connection closed");
-        self.member_dead(id, now);
+        self.known.remove(&id);
+        self.handle_gone(id, now);
     }
 
     /// Leaves the group gracefully: the coordinator (or, if this node is the coordinator,
@@ -350,23 +368,33 @@ impl Group {
                 _ => target,
             };
             if let Some(to) = to {
-                self.send(
-                    to,
-                    GroupMessage::Leave {
-                        member: self.local.id,
-                    },
-                );
+                self.send(to, GroupMessage::Leave);
             }
         }
         self.phase = Phase::Left;
         self.install = None;
     }
 
-    /// Handles one message from `from`.
-    pub fn handle_message(&mut self, from: GroupMember, message: GroupMessage, now: Instant) {
+    /// Handles one packet that arrived from `addr`. A packet for another incarnation (an
+    /// earlier id of this node: a frame queued before a rejoin, a reply to it) is dropped
+    /// and counted, as is one claiming to come from this node.
+    pub fn handle_packet(&mut self, addr: SocketAddr, packet: GroupPacket, now: Instant) {
         if self.phase == Phase::Left {
             return;
         }
+        if packet.to != self.local.id || packet.from == self.local.id {
+            self.stats.misaddressed += 1;
+            debug!(to = %packet.to, from = %packet.from, kind = packet.message.kind(), "dropped a message for another incarnation");
+            return;
+        }
+        let from = GroupMember {
+            id: packet.from,
+            addr,
+        };
+        self.handle_message(from, packet.message, now);
+    }
+
+    fn handle_message(&mut self, from: GroupMember, message: GroupMessage, now: Instant) {
         self.stats.messages += 1;
         self.heard_from(from, now);
         match message {
@@ -404,11 +432,10 @@ impl Group {
                 self.max_seq = self.max_seq.max(seq);
                 self.maybe_install(now);
             }
-            GroupMessage::Leave { member } => {
-                if member == from.id {
-                    self.known.remove(&member);
-                }
-                self.handle_gone(member, now);
+            // A leave speaks only for its sender.
+            GroupMessage::Leave => {
+                self.known.remove(&from.id);
+                self.handle_gone(from.id, now);
             }
             GroupMessage::Suspect { .. }
             | GroupMessage::Dead { .. }
@@ -417,12 +444,7 @@ impl Group {
             {
                 // The sender counts us in its group, but we are not in each other's views
                 // any more: tell it, so it stops waiting for us to decide.
-                self.send(
-                    from,
-                    GroupMessage::Leave {
-                        member: self.local.id,
-                    },
-                );
+                self.send(from, GroupMessage::Leave);
             }
             GroupMessage::Suspect { member, view_seq } => {
                 // The accuser has a later view than ours: say so, it sends it to us.
@@ -439,11 +461,7 @@ impl Group {
                     .insert(from.id, now);
                 self.evaluate_accusations(now);
             }
-            GroupMessage::Dead { member } => {
-                if self.view_contains(&member) {
-                    self.handle_gone(member, now);
-                }
-            }
+            GroupMessage::Dead { member, view_id } => self.on_dead(from, member, view_id, now),
             GroupMessage::VerifySuspect { member } => {
                 // Testify only to what we see ourselves, and not while we are starved.
                 if self.suspecting.contains_key(&member) && !self.starved(now) {
@@ -481,7 +499,7 @@ impl Group {
 
     /// The next message to send, with its destination.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<(GroupMember, GroupMessage)> {
+    pub fn poll_transmit(&mut self) -> Option<(GroupMember, GroupPacket)> {
         self.transmits.pop_front()
     }
 
@@ -497,7 +515,7 @@ impl Group {
         debug!(member = %id, ?result, "host check");
         match result {
             HostCheck::Alive => {}
-            HostCheck::ProcessGone => self.member_dead(id, now),
+            HostCheck::ProcessGone => self.link_closed(id, now),
             HostCheck::Unreachable => {
                 self.host_down.insert(id, now);
                 self.evaluate_accusations(now);
@@ -530,11 +548,18 @@ impl Group {
         Some(next)
     }
 
+    /// Queues `message` for `to`, addressed from this node's current incarnation to
+    /// `to`'s (so neither end's later incarnation takes it for its own).
     pub(super) fn send(&mut self, to: GroupMember, message: GroupMessage) {
         if to.id == self.local.id {
             return;
         }
-        self.transmits.push_back((to, message));
+        let packet = GroupPacket {
+            from: self.local.id,
+            to: to.id,
+            message,
+        };
+        self.transmits.push_back((to, packet));
     }
 }
 

@@ -15,19 +15,37 @@ impl Group {
             self.send(from, GroupMessage::ViewAck { view_id: view.id });
             return;
         }
+        // A view comes from the coordinator it names, or from one of its members passing it
+        // on to a member that fell behind.
+        let named = view.id.coordinator == from.id;
+        let relayed = view.contains(&from.id) && view.contains(&self.local.id);
+        if !named && !relayed {
+            self.stats.views_refused += 1;
+            debug!(view = %view.id, from = %from.id, "refused a view from a member that may not send it");
+            return;
+        }
         if !view.contains(&self.local.id) {
-            // A view without us. We were removed if it comes from our coordinator, or from
-            // another member of our view while we know we were stalled (then a member that
-            // took over removed us). A member cut off alone that made a group of one must
-            // not evict us, so anything else is ignored.
-            let from_coordinator = self
-                .view
-                .as_ref()
-                .and_then(View::coordinator)
-                .is_some_and(|c| c.id == from.id);
-            let ours = self.view.as_ref().is_some_and(|v| v.contains(&from.id));
-            let removed = from_coordinator || (ours && self.recently_starved(now));
-            if self.phase == Phase::Member && removed && current.is_none_or(|c| view.id.seq > c.seq)
+            // A view without us. It removes us only if it comes from the coordinator it
+            // names, that coordinator is ours (or, when we know we were stalled, a member of
+            // our view that took over), and it keeps most of the others of our view. A
+            // member cut off alone that made a group of one must not evict us, not even
+            // through a frame queued during the cut and delivered after the heal.
+            let Some(mine) = self.view.as_ref() else {
+                return;
+            };
+            let ours = mine.coordinator().is_some_and(|c| c.id == from.id)
+                || (mine.contains(&from.id) && self.recently_starved(now));
+            let others = mine.members.len().saturating_sub(1);
+            let kept = mine
+                .ids()
+                .filter(|id| *id != self.local.id && view.contains(id))
+                .count();
+            let majority = kept * 2 > others;
+            if self.phase == Phase::Member
+                && named
+                && ours
+                && majority
+                && current.is_none_or(|c| view.id.seq > c.seq)
             {
                 info!(view = %view.id, "a view without us: rejoining");
                 self.rejoin(Some(from), now);
@@ -43,12 +61,7 @@ impl Group {
             let mine = self.view.as_ref().expect("current view");
             if !mine.contains(&view.id.coordinator) {
                 debug!(view = %view.id, "declined a view of another group");
-                self.send(
-                    from,
-                    GroupMessage::Leave {
-                        member: self.local.id,
-                    },
-                );
+                self.send(from, GroupMessage::Leave);
                 return;
             }
         } else if let Phase::Joining { .. } | Phase::Discovering { .. } = self.phase {
@@ -76,6 +89,7 @@ impl Group {
         self.suspecting.retain(|id, _| view.contains(id));
         self.accusations.retain(|id, _| view.contains(id));
         self.gone.retain(|id| view.contains(id));
+        self.replaced.retain(|id| view.contains(id));
         self.pending_joins.retain(|j| !view.contains(&j.id));
         self.phase = Phase::Member;
         self.stats.views_installed += 1;

@@ -20,7 +20,7 @@ use super::DecodeError;
 
 mod group;
 
-pub use self::group::{GroupLimits, GroupMessage};
+pub use self::group::{GroupLimits, GroupMessage, GroupPacket};
 use super::reader::Reader;
 
 /// The first two bytes of every cohort message.
