@@ -25,10 +25,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::process::{loadavg, unix_us};
-use super::sample::{Spread, round};
+use super::sample::{Spread, SpreadRecord, round};
 use super::zookeeper::{ZkEnsemble, ZkVoter};
 use crate::BenchResult;
 use crate::supervisor::{Proc, Signal};
@@ -569,30 +570,54 @@ fn report_json(
     r: &Results,
     load_before: &str,
     load_after: &str,
-) -> Value {
+) -> ElectionReport {
     let mut rows = Vec::new();
     for &system in systems {
         for &n in &args.sizes {
             for scenario in Scenario::ALL {
                 let key = (system, n, scenario);
-                rows.push(json!({
-                    "system": system.label(),
-                    "voters": n,
-                    "scenario": scenario.key(),
-                    "ms": r.spread(key).map(|s| s.to_json(1)),
-                    "all_ms": r.times.get(&key).map(|v| v.iter().map(|x| round(*x, 1)).collect::<Vec<_>>()),
-                    "failed_runs": r.failed.get(&key).map_or(0, Vec::len),
-                }));
+                rows.push(ElectionRow {
+                    system: system.label(),
+                    voters: n,
+                    scenario: scenario.key(),
+                    ms: r.spread(key).map(|s| s.record(1)),
+                    all_ms: r
+                        .times
+                        .get(&key)
+                        .map(|v| v.iter().map(|x| round(*x, 1)).collect()),
+                    failed_runs: r.failed.get(&key).map_or(0, Vec::len),
+                });
             }
         }
     }
-    json!({
-        "load_before": load_before,
-        "load_after": load_after,
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "zookeeper_poll_ms": args.poll_ms,
-        "results": rows,
-    })
+    ElectionReport {
+        load_before: load_before.to_owned(),
+        load_after: load_after.to_owned(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        zookeeper_poll_ms: args.poll_ms,
+        results: rows,
+    }
+}
+
+/// One system, size and scenario of `perf-election --json`.
+#[derive(Serialize, Debug)]
+struct ElectionRow {
+    system: &'static str,
+    voters: usize,
+    scenario: &'static str,
+    ms: Option<SpreadRecord>,
+    all_ms: Option<Vec<f64>>,
+    failed_runs: usize,
+}
+
+/// The document `perf-election --json` prints.
+#[derive(Serialize, Debug)]
+struct ElectionReport {
+    load_before: String,
+    load_after: String,
+    cpus: usize,
+    zookeeper_poll_ms: u64,
+    results: Vec<ElectionRow>,
 }
 
 #[cfg(test)]

@@ -48,13 +48,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use cohort::{Config, Event, Member};
-use serde_json::json;
 
 use self::cohort_bench::{cohort_run, cohort_run_timed, perf_config, start_timed};
 use self::process::{loadavg, on_own_runtime, rss_kib, unix_us};
 use self::raw_tcp::{STREAM_CHUNK, raw_ping_pong, raw_stream};
-use self::report::Report;
+use self::report::{RawRecord, Report};
 use self::sample::{Sample, Scenario, round};
+use self::sink::{RawReady, SinkReady, SinkStopped};
 use crate::BenchResult;
 use crate::supervisor::Proc;
 
@@ -282,11 +282,8 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
             .args(sink_runtime_args(args)),
         Stdio::inherit(),
     )?;
-    let ready = raw.expect("ready", Duration::from_secs(10)).await?;
-    let raw_addr = SocketAddr::from((
-        Ipv4Addr::LOCALHOST,
-        ready["port"].as_u64().unwrap_or(0) as u16,
-    ));
+    let ready: RawReady = raw.expect_as("raw_ready", Duration::from_secs(10)).await?;
+    let raw_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ready.port));
     progress(format!("starting {max_members} cohort sink process(es)"));
     let mut sinks = Vec::new();
     for i in 0..max_members {
@@ -303,16 +300,16 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
     }
     let mut sink_info = Vec::new();
     for s in &mut sinks {
-        sink_info.push(s.expect("ready", Duration::from_secs(10)).await?);
+        sink_info.push(
+            s.expect_as::<SinkReady>("ready", Duration::from_secs(10))
+                .await?,
+        );
     }
     let sink_pids: Vec<u32> = sinks.iter().map(Proc::pid).collect();
     let (node, mut events, sender_first_heartbeat) =
         start_timed(perf_config(&domain, mcast_port, args.busy_poll())).await?;
     // Wait until the sender sees every sink; note when each was first seen.
-    let wanted: Vec<String> = sink_info
-        .iter()
-        .map(|v| v["id"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let wanted: Vec<String> = sink_info.iter().map(|v| v.id.clone()).collect();
     let mut seen: HashMap<String, (Member, u64)> = HashMap::new();
     let wait_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while seen.len() < wanted.len() {
@@ -342,16 +339,9 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
     let seen_after_us: Vec<f64> = sink_info
         .iter()
         .zip(&wanted)
-        .map(|(v, id)| {
-            seen[id]
-                .1
-                .saturating_sub(v["start_unix_us"].as_u64().unwrap_or(0)) as f64
-        })
+        .map(|(v, id)| seen[id].1.saturating_sub(v.start_unix_us) as f64)
         .collect();
-    let sink_heartbeat_us: Vec<f64> = sink_info
-        .iter()
-        .map(|v| v["first_heartbeat_us"].as_f64().unwrap_or(0.0))
-        .collect();
+    let sink_heartbeat_us: Vec<f64> = sink_info.iter().map(|v| v.first_heartbeat_us).collect();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let sink_rss_idle: Vec<u64> = sink_pids.iter().filter_map(|&p| rss_kib(p)).collect();
     let sender_rss_idle = rss_kib(pid);
@@ -429,14 +419,17 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
     let mut raw_keys: Vec<_> = raw_pp.keys().copied().collect();
     raw_keys.sort_unstable();
     for (size, depth) in raw_keys {
-        raw_json.push(json!({
-            "kind": "ping-pong", "size": size, "frame_bytes": frame_of(size),
-            "outstanding": depth, "result": raw_pp[&(size, depth)].to_json(size),
-        }));
+        raw_json.push(RawRecord::PingPong {
+            size,
+            frame_bytes: frame_of(size),
+            outstanding: depth,
+            result: raw_pp[&(size, depth)].record(size),
+        });
     }
-    raw_json.push(
-        json!({"kind": "stream", "chunk": STREAM_CHUNK, "mb_per_sec": round(stream_mbps, 1)}),
-    );
+    raw_json.push(RawRecord::Stream {
+        chunk: STREAM_CHUNK,
+        mb_per_sec: round(stream_mbps, 1),
+    });
     let sink_rss_after: Vec<u64> = sink_pids.iter().filter_map(|&p| rss_kib(p)).collect();
     let sender_rss_after = rss_kib(pid);
     node.shutdown().await;
@@ -444,8 +437,11 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
     let mut sink_received = 0u64;
     for s in &mut sinks {
         s.close_stdin();
-        match s.expect("stopped", Duration::from_secs(5)).await {
-            Ok(v) => sink_received += v["messages"].as_u64().unwrap_or(0),
+        match s
+            .expect_as::<SinkStopped>("stopped", Duration::from_secs(5))
+            .await
+        {
+            Ok(v) => sink_received += v.messages,
             Err(e) => progress(e),
         }
         s.stop(Duration::from_secs(5)).await;
@@ -493,7 +489,7 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
         cross: tribes.cross,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.json())?);
+        println!("{}", serde_json::to_string_pretty(&report.record())?);
     } else {
         report.print();
     }

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use super::sink::{RawReady, SinkEvent, print_event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -25,10 +25,10 @@ pub(super) const STREAM_CHUNK: usize = 64 * 1024;
 pub(super) async fn raw_server() -> BenchResult {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let port = listener.local_addr()?.port();
-    println!(
-        "{}",
-        json!({"event": "ready", "port": port, "pid": std::process::id()})
-    );
+    print_event(&SinkEvent::RawReady(RawReady {
+        port,
+        pid: std::process::id(),
+    }));
     let mut stdin = tokio::io::stdin();
     let mut scratch = [0u8; 64];
     loop {

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::sample::{Sample, Scenario, round, size_label};
+use super::sample::{Sample, SampleRecord, Scenario, round, size_label};
 use super::{FRAME_OVERHEAD, PerfArgs};
 
 /// Everything a run measured, to print as tables or as JSON.
@@ -51,8 +52,8 @@ pub(super) struct Report<'a> {
     pub(super) tribes_sink_rss: Option<u64>,
     /// Raw TCP ping-pong by (payload size, frames outstanding).
     pub(super) raw_pp: HashMap<(usize, usize), Sample>,
-    /// The raw TCP results as JSON.
-    pub(super) raw_json: Vec<Value>,
+    /// The raw TCP results.
+    pub(super) raw_json: Vec<RawRecord>,
     /// Raw TCP one-way streaming, MB/s.
     pub(super) stream_mbps: f64,
     /// cohort's scenarios, in order.
@@ -375,84 +376,228 @@ impl Report<'_> {
         }
     }
 
-    /// The report as one JSON document.
-    pub(super) fn json(&self) -> Value {
-        let scenarios: Vec<Value> = self
+    /// The report as one record (`--json`).
+    pub(super) fn record(&self) -> PerfRecord {
+        let scenarios = self
             .results
             .iter()
             .map(|(sc, s)| {
-                let tribes = self.tribes.get(&sc.key()).cloned().unwrap_or(Value::Null);
-                let ratio = self.tribes_rate(sc).map(|t| round(s.msgs_per_sec() / t, 3));
                 let rtt = if sc.senders == 1 && sc.members == 1 {
                     self.rtt_ratio(sc, s).map(|(_, r)| round(r, 3))
                 } else {
                     None
                 };
                 let cpu = match (s.cpu_us_per_msg(sc.members), s.cpus_busy()) {
-                    (Some((sender_us, sink_us)), Some((sender_cpus, sink_cpus))) => json!({
-                        "sender_us_per_msg": round(sender_us, 2),
-                        "sink_us_per_msg": round(sink_us, 2),
-                        "sender_cpus": round(sender_cpus, 3),
-                        "sinks_cpus": round(sink_cpus, 3),
-                    }),
-                    _ => Value::Null,
+                    (Some((sender_us, sink_us)), Some((sender_cpus, sink_cpus))) => {
+                        Some(CpuRecord {
+                            sender_us_per_msg: round(sender_us, 2),
+                            sink_us_per_msg: round(sink_us, 2),
+                            sender_cpus: round(sender_cpus, 3),
+                            sinks_cpus: round(sink_cpus, 3),
+                        })
+                    }
+                    _ => None,
                 };
-                json!({
-                    "size": sc.size, "members": sc.members, "senders": sc.senders,
-                    "cohort": s.to_json(sc.size),
-                    "cpu": cpu,
-                    "tribes": tribes,
-                    "ratio_vs_tribes": ratio,
-                    "rtt_ratio_vs_raw": rtt,
-                })
+                ScenarioRecord {
+                    size: sc.size,
+                    members: sc.members,
+                    senders: sc.senders,
+                    cohort: s.record(sc.size),
+                    cpu,
+                    tribes: self.tribes.get(&sc.key()).cloned(),
+                    ratio_vs_tribes: self.tribes_rate(sc).map(|t| round(s.msgs_per_sec() / t, 3)),
+                    rtt_ratio_vs_raw: rtt,
+                }
             })
             .collect();
-        let cross: Vec<Value> = self
+        let cross = self
             .cross
             .iter()
-            .map(|(sc, s)| json!({"size": sc.size, "members": sc.members, "senders": sc.senders, "cohort_to_tribes": s.to_json(sc.size)}))
+            .map(|(sc, s)| CrossRecord {
+                size: sc.size,
+                members: sc.members,
+                senders: sc.senders,
+                cohort_to_tribes: s.record(sc.size),
+            })
             .collect();
-        let targets: Vec<Value> = self
+        let targets = self
             .targets()
             .into_iter()
-            .map(|(name, got, want, pass)| json!({"name": name, "measured": got, "target": want, "pass": pass}))
+            .map(|(name, measured, target, pass)| TargetRecord {
+                name,
+                measured,
+                target,
+                pass,
+            })
             .collect();
-        json!({
-            "machine": {
-                "cpus": self.cpus,
-                "cpu_model": self.cpu_model,
-                "loadavg_before": self.load_before,
-                "loadavg_after": self.load_after,
+        PerfRecord {
+            machine: MachineRecord {
+                cpus: self.cpus,
+                cpu_model: self.cpu_model.clone(),
+                loadavg_before: self.load_before.clone(),
+                loadavg_after: self.load_after.clone(),
             },
-            "config": {
-                "duration_secs": self.duration.as_secs_f64(),
-                "sender_runtime": self.runtime,
-                "sink_runtime": self.sink_runtime,
-                "netns": self.args.in_netns,
-                "keep_awake": self.args.keep_awake,
-                "busy_poll_us": self.args.busy_poll_us,
+            config: ConfigRecord {
+                duration_secs: self.duration.as_secs_f64(),
+                sender_runtime: self.runtime.clone(),
+                sink_runtime: self.sink_runtime.clone(),
+                netns: self.args.in_netns.clone(),
+                keep_awake: self.args.keep_awake,
+                busy_poll_us: self.args.busy_poll_us,
             },
-            "raw_tcp": self.raw_json,
-            "raw_stream_mb_per_sec": round(self.stream_mbps, 1),
-            "scenarios": scenarios,
-            "tribes_note": self.tribes_note,
-            "check": {"sink_received": self.sink_received, "acked_deliveries": self.deliveries},
-            "cross_cohort_to_tribes": cross,
-            "startup": {
-                "sender_first_heartbeat_us": round(self.sender_first_heartbeat.as_secs_f64() * 1e6, 1),
-                "sink_first_heartbeat_us": self.sink_heartbeat_us,
-                "sink_start_to_seen_us": self.seen_after_us,
+            raw_tcp: self.raw_json.clone(),
+            raw_stream_mb_per_sec: round(self.stream_mbps, 1),
+            scenarios,
+            tribes_note: self.tribes_note.clone(),
+            check: CheckRecord {
+                sink_received: self.sink_received,
+                acked_deliveries: self.deliveries,
             },
-            "rss_kib": {
-                "sink_idle": self.sink_rss_idle,
-                "sink_after": self.sink_rss_after,
-                "sender_idle": self.sender_rss_idle,
-                "sender_after": self.sender_rss_after,
-                "tribes_sink_idle": self.tribes_sink_rss,
+            cross_cohort_to_tribes: cross,
+            startup: StartupRecord {
+                sender_first_heartbeat_us: round(
+                    self.sender_first_heartbeat.as_secs_f64() * 1e6,
+                    1,
+                ),
+                sink_first_heartbeat_us: self.sink_heartbeat_us.clone(),
+                sink_start_to_seen_us: self.seen_after_us.clone(),
             },
-            "targets": targets,
-        })
+            rss_kib: RssRecord {
+                sink_idle: self.sink_rss_idle.clone(),
+                sink_after: self.sink_rss_after.clone(),
+                sender_idle: self.sender_rss_idle,
+                sender_after: self.sender_rss_after,
+                tribes_sink_idle: self.tribes_sink_rss,
+            },
+            targets,
+        }
     }
+}
+
+/// One raw TCP baseline result.
+#[derive(Serialize, Debug, Clone)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub(super) enum RawRecord {
+    /// Ping-pong of a frame as large as cohort's, answered by a 21-byte reply.
+    PingPong {
+        /// Payload size of the cohort message it stands for.
+        size: usize,
+        /// Bytes of the frame sent.
+        frame_bytes: usize,
+        /// Frames outstanding.
+        outstanding: usize,
+        /// Counts, rates and latencies.
+        result: SampleRecord,
+    },
+    /// One-way streaming.
+    Stream {
+        /// Bytes per write.
+        chunk: usize,
+        /// Rate.
+        mb_per_sec: f64,
+    },
+}
+
+/// The document `cohort perf --json` prints.
+#[derive(Serialize, Debug)]
+pub(super) struct PerfRecord {
+    machine: MachineRecord,
+    config: ConfigRecord,
+    raw_tcp: Vec<RawRecord>,
+    raw_stream_mb_per_sec: f64,
+    scenarios: Vec<ScenarioRecord>,
+    tribes_note: Option<String>,
+    check: CheckRecord,
+    cross_cohort_to_tribes: Vec<CrossRecord>,
+    startup: StartupRecord,
+    rss_kib: RssRecord,
+    targets: Vec<TargetRecord>,
+}
+
+/// The machine and its load.
+#[derive(Serialize, Debug)]
+struct MachineRecord {
+    cpus: usize,
+    cpu_model: String,
+    loadavg_before: String,
+    loadavg_after: String,
+}
+
+/// The run's settings.
+#[derive(Serialize, Debug)]
+struct ConfigRecord {
+    duration_secs: f64,
+    sender_runtime: String,
+    sink_runtime: String,
+    netns: Option<String>,
+    keep_awake: bool,
+    busy_poll_us: u64,
+}
+
+/// One scenario: cohort's figures, Tribes' (as the Java peer reported them), ratios.
+#[derive(Serialize, Debug)]
+struct ScenarioRecord {
+    size: usize,
+    members: usize,
+    senders: usize,
+    cohort: SampleRecord,
+    cpu: Option<CpuRecord>,
+    /// The Java Tribes peer's own JSON result, passed through.
+    tribes: Option<Value>,
+    ratio_vs_tribes: Option<f64>,
+    rtt_ratio_vs_raw: Option<f64>,
+}
+
+/// CPU time per message and CPUs kept busy.
+#[derive(Serialize, Debug)]
+struct CpuRecord {
+    sender_us_per_msg: f64,
+    sink_us_per_msg: f64,
+    sender_cpus: f64,
+    sinks_cpus: f64,
+}
+
+/// cohort sending to the Java sinks.
+#[derive(Serialize, Debug)]
+struct CrossRecord {
+    size: usize,
+    members: usize,
+    senders: usize,
+    cohort_to_tribes: SampleRecord,
+}
+
+/// Messages the sinks received against acknowledged deliveries.
+#[derive(Serialize, Debug)]
+struct CheckRecord {
+    sink_received: u64,
+    acked_deliveries: u64,
+}
+
+/// Start-up times.
+#[derive(Serialize, Debug)]
+struct StartupRecord {
+    sender_first_heartbeat_us: f64,
+    sink_first_heartbeat_us: Vec<f64>,
+    sink_start_to_seen_us: Vec<f64>,
+}
+
+/// Resident set sizes in KiB.
+#[derive(Serialize, Debug)]
+struct RssRecord {
+    sink_idle: Vec<u64>,
+    sink_after: Vec<u64>,
+    sender_idle: Option<u64>,
+    sender_after: Option<u64>,
+    tribes_sink_idle: Option<u64>,
+}
+
+/// One target check.
+#[derive(Serialize, Debug)]
+struct TargetRecord {
+    name: String,
+    measured: String,
+    target: String,
+    pass: bool,
 }
 
 #[cfg(test)]

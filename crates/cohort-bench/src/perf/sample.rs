@@ -2,7 +2,7 @@
 //! a duration, a latency histogram and, for cohort runs, the CPU time used).
 
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::process::CpuUse;
 
@@ -137,19 +137,32 @@ impl Sample {
         Some((cpu.sender_ns as f64 / ns, cpu.sinks_ns as f64 / ns))
     }
 
-    /// Counts, rates and latencies as JSON; `size` is the payload size for MB/s.
-    pub(super) fn to_json(&self, size: usize) -> Value {
-        json!({
-            "count": self.count,
-            "errors": self.errors,
-            "secs": round(self.secs, 3),
-            "msgs_per_sec": round(self.msgs_per_sec(), 1),
-            "mb_per_sec": round(self.msgs_per_sec() * size as f64 / 1e6, 2),
-            "p50_us": round(self.quantile_us(0.5), 1),
-            "p99_us": round(self.quantile_us(0.99), 1),
-            "mean_us": round(self.hist.mean() / 1000.0, 1),
-        })
+    /// Counts, rates and latencies as a record; `size` is the payload size for MB/s.
+    pub(super) fn record(&self, size: usize) -> SampleRecord {
+        SampleRecord {
+            count: self.count,
+            errors: self.errors,
+            secs: round(self.secs, 3),
+            msgs_per_sec: round(self.msgs_per_sec(), 1),
+            mb_per_sec: round(self.msgs_per_sec() * size as f64 / 1e6, 2),
+            p50_us: round(self.quantile_us(0.5), 1),
+            p99_us: round(self.quantile_us(0.99), 1),
+            mean_us: round(self.hist.mean() / 1000.0, 1),
+        }
     }
+}
+
+/// A [`Sample`] as reported: counts, rates and latencies, rounded.
+#[derive(Serialize, Debug, Clone)]
+pub(super) struct SampleRecord {
+    count: u64,
+    errors: u64,
+    secs: f64,
+    msgs_per_sec: f64,
+    mb_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    mean_us: f64,
 }
 
 /// `x` rounded to `decimals` decimal places.
@@ -190,15 +203,24 @@ impl Spread {
         })
     }
 
-    /// As JSON, rounded to `decimals`.
-    pub(super) fn to_json(self, decimals: i32) -> Value {
-        json!({
-            "median": round(self.median, decimals),
-            "min": round(self.min, decimals),
-            "max": round(self.max, decimals),
-            "runs": self.n,
-        })
+    /// As a record, rounded to `decimals`.
+    pub(super) fn record(self, decimals: i32) -> SpreadRecord {
+        SpreadRecord {
+            median: round(self.median, decimals),
+            min: round(self.min, decimals),
+            max: round(self.max, decimals),
+            runs: self.n,
+        }
     }
+}
+
+/// A [`Spread`] as reported, rounded.
+#[derive(Serialize, Debug, Clone, Copy)]
+pub(super) struct SpreadRecord {
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cohort::{Event, Node};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::cohort_bench::{cohort_run, perf_config};
 use super::process::rss_kib;
@@ -297,7 +297,7 @@ impl TribesCtx {
             v = self
                 .bench(mcast_port, members, size, threads, count_for(measured))
                 .await?;
-            v["runs"] = json!(2);
+            v["runs"] = Value::from(2);
         }
         Ok(v)
     }
