@@ -17,7 +17,7 @@ use cohort_proto::security::Purpose;
 use cohort_proto::wire::cohort::router::RouterMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::security::{Keyring, Security, StreamOpen, StreamSeal};
@@ -46,8 +46,10 @@ struct State {
     next_id: u64,
     /// Connection → (cluster, registered address).
     registered: HashMap<u64, (Bytes, SocketAddr)>,
-    /// Connection → where to send its updates.
-    outboxes: HashMap<u64, mpsc::UnboundedSender<Bytes>>,
+    /// Connection → its next update. Every update is the cluster's whole list, so only
+    /// the latest is kept: a member that does not read costs one list, not a queue that
+    /// grows with every registration (as an unbounded queue did).
+    outboxes: HashMap<u64, watch::Sender<Bytes>>,
 }
 
 impl State {
@@ -72,7 +74,7 @@ impl State {
             if c == cluster
                 && let Some(outbox) = self.outboxes.get(id)
             {
-                let _ = outbox.send(out.clone());
+                outbox.send_replace(out.clone());
             }
         }
     }
@@ -157,7 +159,7 @@ async fn serve(
 ) {
     let mut seal = StreamSeal::new(security.as_ref(), Purpose::RouterReply);
     let mut opener = StreamOpen::new(security.as_ref(), Purpose::RouterRequest);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let (tx, mut rx) = watch::channel(Bytes::new());
     state
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -166,7 +168,8 @@ async fn serve(
     let (mut reader, mut writer) = stream.into_split();
     let writer_task = tokio::spawn(async move {
         let mut sealed = BytesMut::new();
-        while let Some(bytes) = rx.recv().await {
+        while rx.changed().await.is_ok() {
+            let bytes = rx.borrow_and_update().clone();
             sealed.clear();
             if seal.seal_into(&bytes, &mut sealed).is_err()
                 || writer.write_all(&sealed).await.is_err()
@@ -218,4 +221,36 @@ async fn serve(
     }
     drop(s);
     writer_task.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member that never reads holds one member list at the router, however many
+    /// registrations come and go.
+    #[test]
+    fn an_unread_connection_holds_only_the_latest_list() {
+        let mut state = State::default();
+        let (tx, rx) = watch::channel(Bytes::new());
+        let cluster = Bytes::from_static(b"c");
+        state.outboxes.insert(1, tx);
+        state
+            .registered
+            .insert(1, (cluster.clone(), "127.0.0.1:1".parse().unwrap()));
+        for port in 2..1002u16 {
+            state.registered.insert(
+                u64::from(port),
+                (cluster.clone(), SocketAddr::from(([127, 0, 0, 1], port))),
+            );
+            state.publish(&cluster);
+        }
+        let latest = rx.borrow().clone();
+        let mut buf = BytesMut::from(&latest[..]);
+        match RouterMessage::decode_framed(&mut buf) {
+            Ok(Some(RouterMessage::Members { addrs, .. })) => assert_eq!(addrs.len(), 1001),
+            other => panic!("not the latest list: {other:?}"),
+        }
+        assert!(buf.is_empty());
+    }
 }

@@ -7,6 +7,11 @@ use std::time::Instant;
 use super::{ElectionConfig, ElectionEvent, Role, Sid, Vote};
 use crate::wire::zookeeper::{CURRENT_VERSION, Notification};
 
+/// The highest election epoch a notification may carry to be heard. Epochs count election
+/// rounds: 2^62 of them, one a millisecond, take 146 million years, so a higher one is
+/// forged, and adopting it would bring the clock within reach of wrapping.
+pub const MAX_ELECTION_EPOCH: i64 = i64::MAX / 2;
+
 /// A vote as heard from one peer in the current election.
 #[derive(Debug, Clone, Copy)]
 struct Heard {
@@ -275,6 +280,12 @@ impl ElectionCore {
         if !self.started {
             return;
         }
+        if n.election_epoch > MAX_ELECTION_EPOCH {
+            // No voter gets there by counting rounds; adopting it would bring our clock
+            // within reach of wrapping. Dropped and counted.
+            self.dropped += 1;
+            return;
+        }
         if !self.cfg.voters.contains(&from) {
             if self.cfg.observers.contains(&from) && n.state == Role::Looking {
                 // An observer learns the leader from our answers; it never counts.
@@ -400,7 +411,9 @@ impl ElectionCore {
 
     /// Starts a new round: LOOKING, proposing ourselves.
     fn new_round(&mut self, now: Instant) {
-        self.logical_clock += 1;
+        // Never wraps: epochs above MAX_ELECTION_EPOCH are never adopted, so the clock
+        // would need 2^62 rounds more to reach the maximum (and would then stay there).
+        self.logical_clock = self.logical_clock.saturating_add(1);
         self.role = Role::Looking;
         self.decided = None;
         self.proposal = self.own_vote();

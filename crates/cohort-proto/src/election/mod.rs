@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use self::core::ElectionCore;
+pub use self::core::{ElectionCore, MAX_ELECTION_EPOCH};
 pub use crate::wire::zookeeper::PeerState as Role;
 
 /// A server id, as in ZooKeeper's `myid` (a Java `long`).

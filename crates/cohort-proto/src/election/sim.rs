@@ -711,3 +711,34 @@ fn vote_heard_while_following_counts_in_the_next_round() {
     core.handle_timeout(t + core.config().finalize_wait);
     assert_eq!((core.role(), core.leader()), (Role::Following, Some(2)));
 }
+
+#[test]
+fn an_election_epoch_beyond_counting_is_dropped_and_the_clock_never_wraps() {
+    use super::MAX_ELECTION_EPOCH;
+    let t = Instant::now();
+    let looking = |leader: Sid, election_epoch: i64| Notification {
+        state: Role::Looking,
+        leader,
+        zxid: 0,
+        election_epoch,
+        peer_epoch: 0,
+        version: 2,
+        config: bytes::Bytes::new(),
+    };
+    let mut core = ElectionCore::new(ElectionConfig::new(1, [1, 2, 3]), 0);
+    core.start(t);
+    let dropped = core.dropped();
+    for forged in [i64::MAX, MAX_ELECTION_EPOCH + 1] {
+        core.handle_notification(t, 3, &looking(3, forged));
+    }
+    assert_eq!(core.dropped(), dropped + 2);
+    assert_eq!(core.election_epoch(), 1, "a forged epoch was adopted");
+    // The highest plausible epoch is adopted, and rounds after it count on from there.
+    core.handle_notification(t, 3, &looking(3, MAX_ELECTION_EPOCH));
+    assert_eq!(core.election_epoch(), MAX_ELECTION_EPOCH);
+    core.handle_notification(t, 2, &looking(3, MAX_ELECTION_EPOCH));
+    core.handle_timeout(t + core.config().finalize_wait);
+    assert_eq!((core.role(), core.leader()), (Role::Following, Some(3)));
+    core.leader_lost(t + core.config().finalize_wait);
+    assert_eq!(core.election_epoch(), MAX_ELECTION_EPOCH + 1);
+}

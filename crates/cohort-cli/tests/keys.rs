@@ -1,0 +1,136 @@
+//! Cluster keys from the command line, with real `cohort` processes on loopback:
+//! `cohort keys generate` and `list`, two `cohort node --key-file` processes that form a
+//! group and talk, and a `cohort node` without the key on the same group and domain that
+//! neither joins nor hears them, its heartbeats refused and counted (status endpoint).
+//!
+//! Multicast port 46620.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use serde_json::Value;
+use support::cohort::{is_event, member_added, message_from, send_result, view_of};
+use support::{OrPanic, Proc, cohort_bin, secs};
+
+fn node(name: &str, key_file: Option<&std::path::Path>) -> (Proc, String) {
+    let mut cmd = Command::new(cohort_bin());
+    cmd.args([
+        "node",
+        "--json",
+        "--domain",
+        "keys-test",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--mcast-interface",
+        "127.0.0.1",
+        "--mcast-port",
+        "46620",
+    ]);
+    if let Some(file) = key_file {
+        cmd.arg("--key-file").arg(file);
+    }
+    let proc = Proc::spawn(name, cmd);
+    let started = proc
+        .wait_for(secs(10), |v| is_event(v, "started"))
+        .or_panic(&format!("{name} did not start"));
+    let id = started["id"].as_str().expect("an id").to_owned();
+    (proc, id)
+}
+
+/// The node's status document, from its status endpoint.
+fn status(proc: &Proc) -> Value {
+    let event = proc
+        .wait_for(secs(5), |v| is_event(v, "status"))
+        .or_panic("no status endpoint");
+    let addr = event["addr"].as_str().expect("an address");
+    let mut stream = std::net::TcpStream::connect(addr).expect("status endpoint");
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let body = response.split("\r\n\r\n").nth(1).expect("a body");
+    serde_json::from_str(body).expect("JSON status")
+}
+
+#[test]
+fn keyed_nodes_form_a_group_that_a_node_without_the_key_cannot_join() {
+    let dir = std::env::temp_dir().join(format!("cohort-keys-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let generated = Command::new(cohort_bin())
+        .args(["keys", "generate"])
+        .output()
+        .expect("cohort keys generate");
+    assert!(generated.status.success());
+    let key = String::from_utf8(generated.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()),
+        "not a key: {key:?}"
+    );
+    let key_file = dir.join("cluster.keys");
+    std::fs::write(&key_file, format!("# the test cluster's key\n{key}\n")).unwrap();
+    let listed = Command::new(cohort_bin())
+        .args(["keys", "list", "--key-file"])
+        .arg(&key_file)
+        .output()
+        .expect("cohort keys list");
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.trim_end().ends_with(" primary"), "{listed}");
+    let key_id = listed.split_whitespace().next().unwrap().to_owned();
+    assert!(!key.contains(&key_id), "the key id gives the key away");
+
+    let (a, a_id) = node("keyed-a", Some(&key_file));
+    let (b, b_id) = node("keyed-b", Some(&key_file));
+    let ids = [a_id.clone(), b_id.clone()];
+    for n in [&a, &b] {
+        n.wait_for(secs(15), view_of(&ids))
+            .or_panic("the keyed nodes formed no group");
+    }
+    let (plain, plain_id) = node("plain", None);
+    for n in [&a, &b] {
+        n.expect_none_after(0, secs(3), member_added(&plain_id))
+            .or_panic("the node without the key was added");
+    }
+    for id in &ids {
+        plain
+            .expect_none_after(0, secs(0), member_added(id))
+            .or_panic("the node without the key heard a keyed member");
+    }
+
+    a.send_line("sealed hello").unwrap();
+    b.wait_for(secs(5), message_from(&a_id, "sealed hello"))
+        .or_panic("a keyed message did not arrive");
+    plain.send_line("plain hello").unwrap();
+    let result = plain
+        .wait_for(secs(5), send_result("plain hello"))
+        .or_panic("no send result");
+    assert_eq!(
+        result["acked"].as_array().map(Vec::len),
+        Some(0),
+        "{result}"
+    );
+
+    let security = &status(&a)["security"];
+    assert_eq!(
+        security["keys"][0].as_str(),
+        Some(key_id.as_str()),
+        "{security}"
+    );
+    assert!(security["unauthenticated"].as_u64() > Some(0), "{security}");
+    assert!(security["opened"].as_u64() > Some(0), "{security}");
+    assert!(status(&plain)["security"].is_null());
+
+    for n in [&a, &b, &plain] {
+        n.sigterm();
+        n.wait_exit(secs(10)).or_panic("did not stop");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
