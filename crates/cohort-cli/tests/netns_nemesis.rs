@@ -1039,8 +1039,12 @@ impl Cluster<'_> {
 }
 
 #[test]
-#[ignore = "healthy members are still removed after a rejoin (issue 22); enable once the group \
-            layer's incarnation fix is on main"]
+// Since the incarnation fix no unfaulted member is removed, but after a heal the members that
+// were cut off can dissolve and re-form a group of their own again and again instead of
+// rejoining the others: agreement beyond the bound after ~1 partition in 6, and once not
+// within 30 s after two cuts (soak seeds 1001 and 1003, NEMESIS_SECS=600).
+#[ignore = "merges after a partition or two cuts can take longer than the bound (issue 22): \
+            enable once they converge within it"]
 fn random_faults_never_remove_a_member_that_was_not_faulted() {
     if effective_uid() != Some(0) {
         eprintln!("netns_nemesis: skipped: network namespaces need root");
