@@ -175,21 +175,10 @@ fn a_deaf_observer_cannot_evict_anyone() {
 fn random_faults_keep_views_consistent_and_heal() {
     // Many seeds, each a different storm of loss, pauses, crashes, restarts and partitions;
     // the invariants are checked after every step, convergence after the storm.
-    // GROUP_SIM_BASE moves the window of seeds explored.
-    let base = std::env::var("GROUP_SIM_BASE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| seed(100));
-    // GROUP_SIM_RUNS=1000 explores more seeds (CI runs 12).
-    let runs = if std::env::var("GROUP_SIM_SEED").is_ok() {
-        1
-    } else {
-        std::env::var("GROUP_SIM_RUNS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(12)
-    };
-    for run in 0..runs {
+    // GROUP_SIM_BASE moves the window of seeds explored; GROUP_SIM_RUNS=1000 explores more
+    // seeds (CI runs 12).
+    let base = base(100);
+    for run in 0..runs(12) {
         let s = base + run;
         let mut sim = Sim::new(s, 12, lossy(0.05), GroupConfig::default());
         sim.start_all();
@@ -329,8 +318,9 @@ fn a_starved_node_holds_its_suspicions_back() {
 /// them reach the new incarnation at the same address. None of that may remove anyone.
 #[test]
 fn a_node_cut_off_alone_cannot_evict_anyone_after_it_rejoins() {
+    let base = base(300);
     for run in 0..runs(20) {
-        let s = seed(300) + run;
+        let s = base + run;
         let mut sim = started(s, 7, NetConfig::default());
         let before: Vec<_> = (0..7).map(|i| sim.id(i).unwrap()).collect();
         let cut = 2;
@@ -355,6 +345,18 @@ fn a_node_cut_off_alone_cannot_evict_anyone_after_it_rejoins() {
     }
 }
 
+/// The first seed of a multi-seed test: `GROUP_SIM_SEED` (to replay one), else
+/// `GROUP_SIM_BASE` (to explore another window of seeds), else `default`.
+fn base(default: u64) -> u64 {
+    if std::env::var("GROUP_SIM_SEED").is_ok() {
+        return seed(default);
+    }
+    std::env::var("GROUP_SIM_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// How many seeds a multi-seed test runs: `GROUP_SIM_RUNS` (one with `GROUP_SIM_SEED`).
 fn runs(default: u64) -> u64 {
     if std::env::var("GROUP_SIM_SEED").is_ok() {
@@ -374,10 +376,7 @@ fn runs(default: u64) -> u64 {
 #[test]
 fn nemesis_never_removes_a_member_that_was_not_faulted() {
     use rand::Rng;
-    let base = std::env::var("GROUP_SIM_BASE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| seed(1_000));
+    let base = base(1_000);
     for run in 0..runs(40) {
         let s = base + run;
         let net = lossy(0.02);
