@@ -68,20 +68,12 @@ pub(crate) async fn run(
     let mut ring: Option<(MemberId, Option<JoinHandle<()>>)> = None;
     // Group messages on their way. A rejoin aborts them: a frame still queued then speaks
     // for an incarnation that no longer exists (the transport drops a frame whose sender
-    // gave up before it was written).
+    // gave up before it was written). Events are handled before transmits, so the messages
+    // the core queued with the rejoin (its join request) are spawned after the abort.
     let mut sending: JoinSet<()> = JoinSet::new();
     core.handle_timeout(to_std(Instant::now()));
     loop {
         while sending.try_join_next().is_some() {}
-        while let Some((to, packet)) = core.poll_transmit() {
-            let frame = encode(&shared, &packet);
-            let shared = shared.clone();
-            sending.spawn(async move {
-                if let Err(e) = shared.peers.submit(&as_member(&to), frame, true).await {
-                    debug!(to = %to.addr, kind = packet.message.kind(), error = %e, "group message not delivered");
-                }
-            });
-        }
         while let Some(event) = core.poll_event() {
             match event {
                 GroupEvent::ViewInstalled(view) => {
@@ -98,6 +90,15 @@ pub(crate) async fn run(
                     let _ = events.send(Event::Rejoined { old, new });
                 }
             }
+        }
+        while let Some((to, packet)) = core.poll_transmit() {
+            let frame = encode(&shared, &packet);
+            let shared = shared.clone();
+            sending.spawn(async move {
+                if let Err(e) = shared.peers.submit(&as_member(&to), frame, true).await {
+                    debug!(to = %to.addr, kind = packet.message.kind(), error = %e, "group message not delivered");
+                }
+            });
         }
         while let Some(target) = core.poll_host_check() {
             let report = shared.group_inbox.clone();

@@ -106,16 +106,21 @@ impl Group {
         match self.phase {
             Phase::Discovering { until } if now >= until => self.discovery_over(now),
             Phase::Joining { target, retry_at } if now >= retry_at => {
-                // Ask again; whoever is now the oldest node we know of may have changed.
+                // Ask the target again while it is alive: a request or its answer was lost.
+                // (Forming a group of one here, next to the group we are joining, would
+                // only make it merge back.) A silent target is given up: whoever is now the
+                // oldest node we know of may have changed.
                 let silent = self.known.get(&target.id).is_none_or(|k| {
                     now.saturating_duration_since(k.last_heard) > self.config.suspect_after
                 });
-                if silent {
+                if !silent {
+                    self.start_join(target, now);
+                } else {
                     self.known.remove(&target.id);
-                }
-                match self.seed_candidate(now) {
-                    Some(t) => self.start_join(t, now),
-                    None => self.form_singleton(now),
+                    match self.seed_candidate(now) {
+                        Some(t) => self.start_join(t, now),
+                        None => self.form_singleton(now),
+                    }
                 }
             }
             _ => {}

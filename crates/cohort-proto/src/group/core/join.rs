@@ -6,6 +6,9 @@ use tracing::{debug, info};
 
 use super::*;
 
+/// How many of its own earlier ids a node remembers.
+const FORMER_IDS: usize = 8;
+
 impl Group {
     pub(super) fn on_join_request(&mut self, joiner: GroupMember, cluster: &[u8], now: Instant) {
         if cluster != self.config.cluster.as_ref() {
@@ -167,6 +170,12 @@ impl Group {
         let old = self.local.id;
         let new = MemberId::random(&mut self.rng);
         self.local.id = new;
+        // Remember a few earlier ids: their heartbeats may still be on the way.
+        if self.former_ids.len() == FORMER_IDS {
+            self.former_ids.pop_front();
+        }
+        self.former_ids.push_back(old);
+        self.known.remove(&old);
         self.view = None;
         self.in_view_since.clear();
         self.suspecting.clear();

@@ -211,6 +211,9 @@ pub struct Group {
     starved_until: Option<Instant>,
     last_starved: Option<Instant>,
     next_gone_report: Instant,
+    /// This node's own earlier ids (it rejoined under a new one): its old heartbeats may
+    /// still arrive, and must not make it join, probe or wait for itself.
+    former_ids: VecDeque<MemberId>,
     /// Members whose address now answers with another id (the runtime saw a restart):
     /// suspected as if silent, without waiting for the timeout.
     replaced: HashSet<MemberId>,
@@ -256,6 +259,7 @@ impl Group {
             starved_until: None,
             last_starved: None,
             next_gone_report: now,
+            former_ids: VecDeque::new(),
             replaced: HashSet::new(),
             host_checks: VecDeque::new(),
             host_checked: HashSet::new(),
@@ -306,7 +310,10 @@ impl Group {
     /// A heartbeat of a cohort node of our cluster arrived (discovery of a new node, or
     /// proof of life of a known one).
     pub fn heard_from(&mut self, member: GroupMember, now: Instant) {
-        if member.id == self.local.id || self.phase == Phase::Left {
+        if member.id == self.local.id
+            || self.phase == Phase::Left
+            || self.former_ids.contains(&member.id)
+        {
             return;
         }
         let new = !self.known.contains_key(&member.id);
