@@ -312,14 +312,19 @@ impl Node {
     /// listing every failed member and why, while the others did get the message. With
     /// [`SendOptions::SYNCHRONIZED_ACK`] the ACK means the receiver's application handled
     /// it. With [`SendOptions::ASYNCHRONOUS`] the message is queued and the call returns
-    /// at once. The message always goes out as a byte message.
+    /// at once. The message always goes out as a byte message, and never with
+    /// [`SendOptions::COHORT_CONTROL`] (cleared: that flag is the group protocol's).
     pub async fn send(
         &self,
         to: &[Member],
         data: impl Into<Bytes>,
         options: SendOptions,
     ) -> Result<SendReport, SendError> {
-        let options = options.with(SendOptions::BYTE_MESSAGE);
+        // The group protocol's flag is not the application's to set: a frame carrying it
+        // would go to every receiver's group layer instead of its application.
+        let options = options
+            .without(SendOptions::COHORT_CONTROL)
+            .with(SendOptions::BYTE_MESSAGE);
         let frame = self.encode(options, &data.into());
         if options.contains(SendOptions::ASYNCHRONOUS) {
             let node = self.clone();

@@ -344,3 +344,25 @@ async fn a_tribes_member_gets_one_frame_at_a_time() {
     assert_eq!(server.await.unwrap(), (20, 0));
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn default_options_ask_for_an_ack_and_the_control_flag_is_not_the_applications() {
+    assert!(SendOptions::default().wants_ack());
+    let ((a, _a_events), (b, mut b_events)) = pair(46110).await;
+    // An application cannot push frames into the receiver's group layer: the flag is
+    // cleared and the message reaches the application like any other.
+    let report = a
+        .send_to_all(
+            "not a group message",
+            SendOptions::default().with(SendOptions::COHORT_CONTROL),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.acked.len(), 1);
+    let m = next_message(&mut b_events).await;
+    assert_eq!(&m.data[..], b"not a group message");
+    assert!(!m.options.contains(SendOptions::COHORT_CONTROL));
+    assert!(m.options.wants_ack());
+    a.shutdown().await;
+    b.shutdown().await;
+}

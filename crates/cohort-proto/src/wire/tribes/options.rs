@@ -4,8 +4,18 @@ use std::fmt;
 
 /// The option bits of a Tribes message. They travel in the frame, and the receiver reads
 /// them to decide whether and when to acknowledge.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// `SendOptions::default()` is [`USE_ACK`](Self::USE_ACK): a send succeeds once every
+/// destination acknowledged it. (No bits at all, `SendOptions(0)`, is Tribes' fire and
+/// forget.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SendOptions(pub u32);
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        Self::USE_ACK
+    }
+}
 
 impl SendOptions {
     /// The message is raw bytes (`ByteMessage`), not a serialized Java object.
@@ -25,7 +35,8 @@ impl SendOptions {
     pub const MULTICAST: Self = Self(0x40);
     /// cohort's own: the message belongs to cohort's group protocol, not to the
     /// application. Only ever sent to cohort nodes (Tribes never sees it); a high bit no
-    /// Tribes option or interceptor uses.
+    /// Tribes option or interceptor uses. Applications cannot set it: `cohort::Node::send`
+    /// clears it, so an application message never reaches a receiver's group layer.
     pub const COHORT_CONTROL: Self = Self(0x0100_0000);
 
     /// True when every bit of `other` is set.
