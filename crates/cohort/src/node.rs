@@ -387,7 +387,8 @@ impl Node {
 
     /// Leaves the cluster: announces the shutdown so the others drop this member at once,
     /// then closes the receiver and every connection. The event stream ends. Calling it
-    /// again does nothing.
+    /// again does nothing. (Dropping the last handle also stops the node, but without the
+    /// announcement.)
     pub async fn shutdown(&self) {
         // Leave the group first: the coordinator installs a view without us at once.
         let (left_tx, left_rx) = oneshot::channel();
@@ -420,6 +421,19 @@ impl Node {
         }
         self.inner.shared.peers.clear();
         info!(member = %self.inner.shared.local, "node stopped");
+    }
+}
+
+/// Dropping the last handle of a node stops it: its tasks end, so its receiver stops
+/// listening and its connections close. Without [`Node::shutdown`] no leave is announced;
+/// the others remove it as they would a crashed member (the ring sees its receiver gone).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
+        for task in tasks.drain(..) {
+            task.abort();
+        }
+        self.shared.peers.clear();
     }
 }
 

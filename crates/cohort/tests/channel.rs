@@ -366,3 +366,26 @@ async fn default_options_ask_for_an_ack_and_the_control_flag_is_not_the_applicat
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn dropping_the_last_handle_stops_the_node() {
+    let (a, events) = Node::start(config(46111)).await.unwrap();
+    let addr = a.local_member().addr;
+    let clone = a.clone();
+    drop(a);
+    // A clone keeps it running.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+    drop(clone);
+    drop(events);
+    // The receiver stops listening once its task is aborted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("the receiver still listens after the last drop: {other:?}"),
+        }
+    }
+}
