@@ -374,13 +374,13 @@ async fn dropping_the_last_handle_stops_the_node() {
     let clone = a.clone();
     drop(a);
     // A clone keeps it running.
-    assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
+    assert!(TcpStream::connect(addr).await.is_ok());
     drop(clone);
     drop(events);
     // The receiver stops listening once its task is aborted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
-        match tokio::net::TcpStream::connect(addr).await {
+        match TcpStream::connect(addr).await {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
             _ if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
