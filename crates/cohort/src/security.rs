@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
+use cohort_proto::MemberId;
 use cohort_proto::security::{
     self as proto, GuardConfig, OpenError, Origin, Purpose, ReplayGuard, SealError, Sealer,
     StreamOpener, StreamSealer,
@@ -342,6 +343,13 @@ impl StreamSeal {
         }
     }
 
+    /// Binds every record to `member`, the member that accepted the connection (both
+    /// directions of a connection bind to it), so the stream opens at no other member.
+    pub(crate) fn bind(mut self, member: MemberId) -> Self {
+        self.keyed = self.keyed.map(|(s, sealer)| (s, sealer.bind(member.0)));
+        self
+    }
+
     /// Whether bytes pass unchanged (no key).
     pub(crate) fn is_plain(&self) -> bool {
         self.keyed.is_none()
@@ -371,6 +379,12 @@ impl StreamOpen {
             keyed: security.map(|s| (s.clone(), StreamOpener::new(purpose))),
             purpose,
         }
+    }
+
+    /// Opens only records bound to `member` (see [`StreamSeal::bind`]).
+    pub(crate) fn bind(mut self, member: MemberId) -> Self {
+        self.keyed = self.keyed.map(|(s, opener)| (s, opener.bind(member.0)));
+        self
     }
 
     /// Where bytes read from the socket go: `plain` itself without a key, else the

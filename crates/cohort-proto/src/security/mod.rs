@@ -41,7 +41,10 @@
 //! only field read before (it is authenticated as part of the record: a changed length
 //! moves the tag). A stream's records come from one sealer, counters 0, 1, 2, … without a
 //! gap; its first record goes through the replay guard, so a recorded connection cannot
-//! be played again on a new one.
+//! be played again on a new one. A stream can also be bound to a member id (16 bytes
+//! appended to the additional data, not sent: [`StreamSealer::bind`]), the member that
+//! accepted the connection, so that a connection recorded on its way to one member does
+//! not open at another.
 //!
 //! Everything here is sans-IO: the caller passes the time (`now_ms`, ms since the Unix
 //! epoch, from the system clock) and the randomness.
@@ -208,6 +211,20 @@ impl Sealer {
         plaintext: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), SealError> {
+        self.seal_bound(ring, purpose, None, now_ms, plaintext, out)
+    }
+
+    /// [`seal`](Self::seal), bound to a member: the message opens only for a receiver that
+    /// expects the same `bound_to` (see [`open_message_bound`]).
+    pub fn seal_bound(
+        &mut self,
+        ring: &Keyring,
+        purpose: Purpose,
+        bound_to: Option<&[u8; 16]>,
+        now_ms: u64,
+        plaintext: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), SealError> {
         if self.next == u64::MAX {
             return Err(SealError::Exhausted);
         }
@@ -221,17 +238,34 @@ impl Sealer {
         out.put_slice(&self.instance.0);
         out.put_u64(counter);
         out.put_u64(now_ms);
-        let mut aad = [0u8; HEADER_LEN + 1];
-        aad[..HEADER_LEN].copy_from_slice(&out[start..start + HEADER_LEN]);
-        aad[HEADER_LEN] = purpose as u8;
+        let (aad, aad_len) = aad(&out[start..start + HEADER_LEN], purpose, bound_to);
         let nonce = *XNonce::from_slice(&out[start + 8..start + 32]);
         out.put_slice(plaintext);
         let tag = key
             .cipher
-            .encrypt_in_place_detached(&nonce, &aad, &mut out[start + HEADER_LEN..])
+            .encrypt_in_place_detached(&nonce, &aad[..aad_len], &mut out[start + HEADER_LEN..])
             .expect("XChaCha20-Poly1305 seals any length a buffer can hold");
         out.put_slice(&tag);
         Ok(())
+    }
+}
+
+/// The additional authenticated data: the header, the purpose and, for a bound message,
+/// what it is bound to. Returns the bytes and how many of them are used.
+fn aad(
+    header: &[u8],
+    purpose: Purpose,
+    bound_to: Option<&[u8; 16]>,
+) -> ([u8; HEADER_LEN + 17], usize) {
+    let mut aad = [0u8; HEADER_LEN + 17];
+    aad[..HEADER_LEN].copy_from_slice(header);
+    aad[HEADER_LEN] = purpose as u8;
+    match bound_to {
+        Some(id) => {
+            aad[HEADER_LEN + 1..].copy_from_slice(id);
+            (aad, HEADER_LEN + 17)
+        }
+        None => (aad, HEADER_LEN + 1),
     }
 }
 
@@ -255,6 +289,19 @@ pub fn open_message(
     purpose: Purpose,
     message: &mut BytesMut,
 ) -> Result<Opened, OpenError> {
+    open_message_bound(ring, purpose, None, message)
+}
+
+/// [`open_message`] of a message sealed with [`Sealer::seal_bound`]: `bound_to` must be
+/// what the sender bound it to (for a TCP stream, the id of the member that accepted the
+/// connection), else the tag does not check. So a recorded connection to one member
+/// cannot be played to another.
+pub fn open_message_bound(
+    ring: &Keyring,
+    purpose: Purpose,
+    bound_to: Option<&[u8; 16]>,
+    message: &mut BytesMut,
+) -> Result<Opened, OpenError> {
     if message.len() < SEALED_ENVELOPE.len() || message[..4] != SEALED_ENVELOPE {
         return Err(OpenError::NotSealed);
     }
@@ -263,14 +310,17 @@ pub fn open_message(
     }
     let key_id = KeyId(message[4..8].try_into().expect("4 bytes"));
     let key = ring.find(key_id).ok_or(OpenError::UnknownKey(key_id))?;
-    let mut aad = [0u8; HEADER_LEN + 1];
-    aad[..HEADER_LEN].copy_from_slice(&message[..HEADER_LEN]);
-    aad[HEADER_LEN] = purpose as u8;
+    let (aad, aad_len) = aad(&message[..HEADER_LEN], purpose, bound_to);
     let nonce = *XNonce::from_slice(&message[8..32]);
     let tag_at = message.len() - TAG_LEN;
     let tag = *Tag::from_slice(&message[tag_at..]);
     key.cipher
-        .decrypt_in_place_detached(&nonce, &aad, &mut message[HEADER_LEN..tag_at], &tag)
+        .decrypt_in_place_detached(
+            &nonce,
+            &aad[..aad_len],
+            &mut message[HEADER_LEN..tag_at],
+            &tag,
+        )
         .map_err(|_| OpenError::BadTag)?;
     // Authenticated from here on.
     let opened = Opened {

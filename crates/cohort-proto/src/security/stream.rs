@@ -4,7 +4,7 @@ use bytes::{Buf, BufMut, BytesMut};
 
 use super::{
     Keyring, OVERHEAD, OpenError, Origin, Purpose, ReplayGuard, SEALED_ENVELOPE, SealError, Sealer,
-    open_message,
+    open_message_bound,
 };
 
 /// Most plaintext bytes in one record: what a receiver buffers at most before it can
@@ -23,6 +23,7 @@ const MAX_RECORD: usize = MAX_RECORD_PLAINTEXT + OVERHEAD;
 pub struct StreamSealer {
     sealer: Sealer,
     purpose: Purpose,
+    bound_to: Option<[u8; 16]>,
 }
 
 impl StreamSealer {
@@ -31,7 +32,15 @@ impl StreamSealer {
         Self {
             sealer: Sealer::new(origin, serial),
             purpose,
+            bound_to: None,
         }
+    }
+
+    /// Binds every record to `member` (the id of the member that accepted the connection):
+    /// only an opener [bound](StreamOpener::bind) to the same id opens them.
+    pub fn bind(mut self, member: [u8; 16]) -> Self {
+        self.bound_to = Some(member);
+        self
     }
 
     /// Appends `plaintext` to `out` as sealed records. An empty `plaintext` appends
@@ -47,7 +56,14 @@ impl StreamSealer {
             let len_at = out.len();
             out.put_u32(0);
             self.sealer
-                .seal(ring, self.purpose, now_ms, chunk, out)
+                .seal_bound(
+                    ring,
+                    self.purpose,
+                    self.bound_to.as_ref(),
+                    now_ms,
+                    chunk,
+                    out,
+                )
                 .inspect_err(|_| out.truncate(len_at))?;
             let len = (out.len() - len_at - RECORD_PREFIX_LEN) as u32;
             out[len_at..len_at + RECORD_PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
@@ -64,6 +80,7 @@ impl StreamSealer {
 #[derive(Debug)]
 pub struct StreamOpener {
     purpose: Purpose,
+    bound_to: Option<[u8; 16]>,
     raw: BytesMut,
     /// The sealer of the stream (from its first record) and the counter expected next.
     next: Option<(super::Instance, u64)>,
@@ -74,9 +91,16 @@ impl StreamOpener {
     pub fn new(purpose: Purpose) -> Self {
         Self {
             purpose,
+            bound_to: None,
             raw: BytesMut::new(),
             next: None,
         }
+    }
+
+    /// Opens only records bound to `member` (see [`StreamSealer::bind`]).
+    pub fn bind(mut self, member: [u8; 16]) -> Self {
+        self.bound_to = Some(member);
+        self
     }
 
     /// Where received bytes go.
@@ -136,7 +160,8 @@ impl StreamOpener {
             }
             self.raw.advance(RECORD_PREFIX_LEN);
             let mut message = self.raw.split_to(len);
-            let opened = open_message(ring, self.purpose, &mut message)?;
+            let opened =
+                open_message_bound(ring, self.purpose, self.bound_to.as_ref(), &mut message)?;
             match self.next {
                 None => {
                     if opened.counter != 0 {

@@ -375,3 +375,32 @@ proptest! {
         prop_assert_eq!(g.senders(), 0);
     }
 }
+
+#[test]
+fn a_stream_bound_to_one_member_opens_for_no_other() {
+    let ring = Keyring::new(key(1));
+    let (x, y) = ([0xAA; 16], [0xBB; 16]);
+    let mut sealer = StreamSealer::new(Origin([1; 8]), 0, Purpose::ChannelData).bind(x);
+    let stream = stream_of(&ring, &mut sealer, &[b"for x only"]);
+    let open = |opener: StreamOpener| {
+        let mut opener = opener;
+        let mut plain = BytesMut::new();
+        opener.buffer_mut().extend_from_slice(&stream);
+        opener
+            .open(&ring, &mut guard(2), NOW, &mut plain)
+            .map(|_| plain.to_vec())
+    };
+    assert_eq!(
+        open(StreamOpener::new(Purpose::ChannelData).bind(x)),
+        Ok(b"for x only".to_vec())
+    );
+    // A recorded connection to x played to y, or to a receiver that binds nothing.
+    assert_eq!(
+        open(StreamOpener::new(Purpose::ChannelData).bind(y)),
+        Err(OpenError::BadTag)
+    );
+    assert_eq!(
+        open(StreamOpener::new(Purpose::ChannelData)),
+        Err(OpenError::BadTag)
+    );
+}

@@ -181,6 +181,7 @@ pub(super) async fn run(
                         accepted_tx.clone(),
                         driver.shared.clone(),
                         driver.security.clone(),
+                        local,
                     ));
                 }
                 Err(e) => {
@@ -371,10 +372,12 @@ async fn read_hello_of(
     driver: mpsc::Sender<Accepted>,
     shared: Arc<Shared>,
     security: Option<Security>,
+    local: MemberId,
 ) {
     let _ = stream.set_nodelay(true);
     let mut decoder = FrameDecoder::new();
-    let mut opener = StreamOpen::new(security.as_ref(), Purpose::ReliableStream);
+    // Both directions of a connection are bound to the member that accepted it: us.
+    let mut opener = StreamOpen::new(security.as_ref(), Purpose::ReliableStream).bind(local);
     let hello = read_hello(&mut stream, &mut decoder, &mut opener);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await {
         Ok(Ok(hello)) => {
@@ -382,7 +385,7 @@ async fn read_hello_of(
                 stream,
                 decoder,
                 opener,
-                seal: StreamSeal::new(security.as_ref(), Purpose::ReliableStream),
+                seal: StreamSeal::new(security.as_ref(), Purpose::ReliableStream).bind(local),
                 hello_owed: true,
             };
             let _ = driver.send(Accepted { hello, conn }).await;
@@ -472,8 +475,9 @@ impl LinkTask {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let security = self.security.as_ref();
-        let mut seal = StreamSeal::new(security, Purpose::ReliableStream);
-        let mut opener = StreamOpen::new(security, Purpose::ReliableStream);
+        // Both directions are bound to the member we call.
+        let mut seal = StreamSeal::new(security, Purpose::ReliableStream).bind(self.peer);
+        let mut opener = StreamOpen::new(security, Purpose::ReliableStream).bind(self.peer);
         let mut hello = BytesMut::new();
         self.hello.encode_framed(&mut hello);
         let mut sealed = BytesMut::new();

@@ -76,8 +76,11 @@ async fn serve(
     let (mut reader, writer) = stream.into_split();
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
     let security = shared.security.as_ref();
-    let seal = StreamSeal::new(security, Purpose::ChannelReply);
-    let mut opener = StreamOpen::new(security, Purpose::ChannelData);
+    // With a key, the connection is bound to us (as the sender knows us): a connection
+    // recorded on its way to another member does not open here.
+    let me = *shared.local_id.borrow();
+    let seal = StreamSeal::new(security, Purpose::ChannelReply).bind(me);
+    let mut opener = StreamOpen::new(security, Purpose::ChannelData).bind(me);
     let writer = tokio::spawn(write_replies(writer, replies_rx, seal));
     let decoder = FrameDecoder::new(
         limits.max_message + limits.max_sender + limits.max_unique_id + FRAME_OVERHEAD,

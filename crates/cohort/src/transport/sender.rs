@@ -122,7 +122,13 @@ impl Peers {
             // correctly, only with one frame in flight (see `COHORT_COMMAND`).
             settings.max_in_flight = 1;
         }
-        tokio::spawn(run_peer(member.addr, rx, settings, self.security.clone()));
+        tokio::spawn(run_peer(
+            member.addr,
+            member.id,
+            rx,
+            settings,
+            self.security.clone(),
+        ));
         queues.insert(member.id, tx.clone());
         tx
     }
@@ -132,6 +138,7 @@ impl Peers {
 /// reconnects after a failure, and ends when the member is forgotten.
 async fn run_peer(
     addr: SocketAddr,
+    id: MemberId,
     mut queue: mpsc::Receiver<Outgoing>,
     settings: PeerSettings,
     security: Option<Security>,
@@ -158,7 +165,7 @@ async fn run_peer(
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut conn = Connection::new(stream, settings, security.as_ref());
+        let mut conn = Connection::new(stream, settings, security.as_ref(), id);
         conn.enqueue(first);
         match conn.run(&mut queue).await {
             Ok(()) => return,
@@ -196,7 +203,13 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, settings: PeerSettings, security: Option<&Security>) -> Self {
+    /// A connection to member `to`: with a key, both directions are bound to it.
+    fn new(
+        stream: TcpStream,
+        settings: PeerSettings,
+        security: Option<&Security>,
+        to: MemberId,
+    ) -> Self {
         Self {
             stream,
             settings,
@@ -206,8 +219,8 @@ impl Connection {
             pending: BytesMut::new(),
             read_buf: BytesMut::with_capacity(4096),
             decoder: FrameDecoder::new(MAX_REPLY_BODY),
-            seal: StreamSeal::new(security, Purpose::ChannelData),
-            open: StreamOpen::new(security, Purpose::ChannelReply),
+            seal: StreamSeal::new(security, Purpose::ChannelData).bind(to),
+            open: StreamOpen::new(security, Purpose::ChannelReply).bind(to),
         }
     }
 
