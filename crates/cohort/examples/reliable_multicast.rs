@@ -8,26 +8,17 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use cohort::reliable::{ReliableChannel, ReliableChannelConfig};
-use cohort::{GroupMember, MemberId, View, ViewId};
+use cohort::{GroupMember, MemberId, View};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = rand::rng();
     let ids = [MemberId::random(&mut rng), MemberId::random(&mut rng)];
-    let view = View {
-        id: ViewId {
-            seq: 1,
-            coordinator: ids[0],
-        },
-        members: ids
-            .iter()
-            .zip([24_990, 24_991])
-            .map(|(id, port)| GroupMember {
-                id: *id,
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            })
-            .collect(),
-    };
+    let members = ids
+        .iter()
+        .zip([24_990, 24_991])
+        .map(|(id, port)| GroupMember::new(*id, SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+    let view = View::new(1, members).expect("two members");
     let config = ReliableChannelConfig {
         multicast: Some(SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 99), 46_299)),
         // The view's addresses are the UDP addresses.

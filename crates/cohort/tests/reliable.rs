@@ -9,23 +9,16 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableSendError, Transport};
-use cohort::{GroupMember, MemberId, View, ViewId};
+use cohort::{GroupMember, MemberId, View};
 
 fn view(ids: &[MemberId], first_port: u16) -> View {
-    View {
-        id: ViewId {
-            seq: 1,
-            coordinator: ids[0],
-        },
-        members: ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| GroupMember {
-                id: *id,
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, first_port + i as u16)),
-            })
-            .collect(),
-    }
+    let members = ids.iter().enumerate().map(|(i, id)| {
+        GroupMember::new(
+            *id,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, first_port + i as u16)),
+        )
+    });
+    View::new(1, members).expect("members")
 }
 
 fn start(n: usize, first_port: u16, multicast: Option<u16>) -> Vec<ReliableChannel> {
@@ -420,19 +413,10 @@ async fn tcp_refuses_a_multicast_group() {
 
 /// A view `seq` of the given members and their addresses, coordinated by the first.
 fn view_of(seq: u64, members: &[(MemberId, u16)]) -> View {
-    View {
-        id: ViewId {
-            seq,
-            coordinator: members[0].0,
-        },
-        members: members
-            .iter()
-            .map(|(id, port)| GroupMember {
-                id: *id,
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, *port)),
-            })
-            .collect(),
-    }
+    let members = members
+        .iter()
+        .map(|(id, port)| GroupMember::new(*id, SocketAddr::from((Ipv4Addr::LOCALHOST, *port))));
+    View::new(seq, members).expect("members")
 }
 
 /// Multicasts the numbers in `seqs` from `ch`.

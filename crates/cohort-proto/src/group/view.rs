@@ -49,7 +49,26 @@ pub struct View {
     pub members: Vec<GroupMember>,
 }
 
+impl GroupMember {
+    /// A member: its id and the address of its channel receiver.
+    pub fn new(id: MemberId, addr: SocketAddr) -> Self {
+        Self { id, addr }
+    }
+}
+
 impl View {
+    /// A view numbered `seq` of `members`, oldest first, coordinated by the first; `None`
+    /// when `members` is empty. For a fixed group that does not run the group protocol
+    /// (`seq` 1 will do), or for tests; views of a running group come from its coordinator.
+    pub fn new(seq: u64, members: impl IntoIterator<Item = GroupMember>) -> Option<Self> {
+        let members: Vec<GroupMember> = members.into_iter().collect();
+        let coordinator = members.first()?.id;
+        Some(Self {
+            id: ViewId { seq, coordinator },
+            members,
+        })
+    }
+
     /// The coordinator: the oldest member.
     pub fn coordinator(&self) -> Option<&GroupMember> {
         self.members.first()
@@ -111,6 +130,15 @@ mod tests {
             members: vec![member(1)],
         };
         assert_eq!(alone.successor(&MemberId([1; 16])), None);
+    }
+
+    #[test]
+    fn new_views_are_coordinated_by_their_first_member() {
+        let view = View::new(4, [member(2), member(1)]).expect("a view");
+        assert_eq!(view.id.seq, 4);
+        assert_eq!(view.id.coordinator, MemberId([2; 16]));
+        assert_eq!(view.coordinator(), Some(&member(2)));
+        assert_eq!(View::new(1, []), None);
     }
 
     #[test]

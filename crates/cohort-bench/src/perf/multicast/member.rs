@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableConfig, Transport};
-use cohort::{GroupMember, MemberId, View, ViewId};
+use cohort::{GroupMember, MemberId, View};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
@@ -235,20 +235,11 @@ pub async fn run(args: MemberArgs) -> BenchResult {
         return raw(args, senders).await;
     }
     let ids: Vec<MemberId> = (0..args.members.len()).map(member_id).collect();
-    let view = View {
-        id: ViewId {
-            seq: 1,
-            coordinator: ids[0],
-        },
-        members: ids
-            .iter()
-            .zip(&args.members)
-            .map(|(id, addr)| GroupMember {
-                id: *id,
-                addr: *addr,
-            })
-            .collect(),
-    };
+    let members = ids
+        .iter()
+        .zip(&args.members)
+        .map(|(id, addr)| GroupMember::new(*id, *addr));
+    let view = View::new(1, members).ok_or("a fixed group needs members")?;
     let interface = match args.members[args.index].ip() {
         std::net::IpAddr::V4(ip) => ip,
         std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
