@@ -1039,12 +1039,6 @@ impl Cluster<'_> {
 }
 
 #[test]
-// Since the incarnation fix no unfaulted member is removed, but after a heal the members that
-// were cut off can dissolve and re-form a group of their own again and again instead of
-// rejoining the others: agreement beyond the bound after ~1 partition in 6, and once not
-// within 30 s after two cuts (soak seeds 1001 and 1003, NEMESIS_SECS=600).
-#[ignore = "merges after a partition or two cuts can take longer than the bound (issue 22): \
-            enable once they converge within it"]
 fn random_faults_never_remove_a_member_that_was_not_faulted() {
     if effective_uid() != Some(0) {
         eprintln!("netns_nemesis: skipped: network namespaces need root");
