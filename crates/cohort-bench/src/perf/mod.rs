@@ -237,16 +237,8 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
         Flavor::Current => "current-thread".to_string(),
         Flavor::Multi => format!("multi-thread ({} workers)", args.workers),
     };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_default();
+    let machine = crate::stats::Machine::now();
+    let (cpus, cpu_model) = (machine.cores, machine.cpu_model);
     let mut spinners = Vec::new();
     if args.keep_awake {
         for i in 0..cpus {

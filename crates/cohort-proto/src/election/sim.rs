@@ -680,10 +680,9 @@ fn leader_hung_right_after_the_election_is_replaced() {
 /// leader's loss itself counts that vote when its own round starts, instead of waiting for
 /// the peer's resend (found by `cohort perf-election`: kill -9 failovers of 100-140 ms
 /// instead of about 42).
-#[test]
-fn vote_heard_while_following_counts_in_the_next_round() {
-    let t = Instant::now();
-    let looking = |leader: Sid, election_epoch: i64| Notification {
+/// A `LOOKING` notification voting for `leader` in round `election_epoch`.
+fn looking(leader: Sid, election_epoch: i64) -> Notification {
+    Notification {
         state: Role::Looking,
         leader,
         zxid: 0,
@@ -691,7 +690,12 @@ fn vote_heard_while_following_counts_in_the_next_round() {
         peer_epoch: 0,
         version: 2,
         config: bytes::Bytes::new(),
-    };
+    }
+}
+
+#[test]
+fn vote_heard_while_following_counts_in_the_next_round() {
+    let t = Instant::now();
     let mut core = ElectionCore::new(ElectionConfig::new(1, [1, 2, 3]), 0);
     core.start(t);
     core.handle_notification(t, 3, &looking(3, 1));
@@ -716,15 +720,6 @@ fn vote_heard_while_following_counts_in_the_next_round() {
 fn an_election_epoch_beyond_counting_is_dropped_and_the_clock_never_wraps() {
     use super::MAX_ELECTION_EPOCH;
     let t = Instant::now();
-    let looking = |leader: Sid, election_epoch: i64| Notification {
-        state: Role::Looking,
-        leader,
-        zxid: 0,
-        election_epoch,
-        peer_epoch: 0,
-        version: 2,
-        config: bytes::Bytes::new(),
-    };
     let mut core = ElectionCore::new(ElectionConfig::new(1, [1, 2, 3]), 0);
     core.start(t);
     let dropped = core.dropped();
