@@ -5,11 +5,14 @@
 //!
 //! Multicast ports 46510-46519, one per test.
 
+mod support;
+
 use std::net::Ipv4Addr;
 use std::time::Duration;
+use support::wait_for_view;
 
 use bytes::Bytes;
-use cohort::{Config, Event, MemberId, MulticastConfig, Node, View};
+use cohort::{Config, Event, MemberId, MulticastConfig, Node};
 use tokio::time::{Instant, timeout};
 
 fn config(mcast_port: u16) -> Config {
@@ -22,27 +25,6 @@ fn config(mcast_port: u16) -> Config {
             ..MulticastConfig::default()
         },
         ..Config::default()
-    }
-}
-
-/// Waits until `node`'s view lists exactly `ids` (in any order), or fails after `limit`.
-async fn wait_for_view(node: &Node, ids: &[MemberId], limit: Duration) -> View {
-    let mut watch = node.watch_view();
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(view) = watch.borrow_and_update().clone()
-            && view.members.len() == ids.len()
-            && ids.iter().all(|id| view.contains(id))
-        {
-            return view;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            timeout(left, watch.changed()).await.is_ok(),
-            "node {} never had a view of {ids:?}; has {:?}",
-            node.id(),
-            node.view()
-        );
     }
 }
 

@@ -6,8 +6,11 @@
 //! Multicast ports 46600-46619, one per test; TCP/UDP ports 27800-27839 on 127.0.0.1 for the
 //! gossip-router test, UDP ports 27840-27841 for the (ignored) sealing-cost measurement.
 
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
+use support::wait_for_view;
 
 use bytes::{Bytes, BytesMut};
 use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableConfig, Transport};
@@ -35,26 +38,6 @@ fn config(mcast_port: u16, keyring: Option<Keyring>) -> Config {
         },
         keyring,
         ..Config::default()
-    }
-}
-
-async fn wait_for_view(node: &Node, ids: &[MemberId], limit: Duration) -> View {
-    let mut watch = node.watch_view();
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(view) = watch.borrow_and_update().clone()
-            && view.members.len() == ids.len()
-            && ids.iter().all(|id| view.contains(id))
-        {
-            return view;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            timeout(left, watch.changed()).await.is_ok(),
-            "node {} never had a view of {ids:?}; has {:?}",
-            node.id(),
-            node.view()
-        );
     }
 }
 
