@@ -32,7 +32,30 @@ impl Group {
                 }
             }
             Phase::Member => {
-                if let Some(c) = self.view.as_ref().and_then(View::coordinator).copied() {
+                if self.view_contains(&joiner.id) {
+                    // A member that never got (or lost) the view it is in: any member may
+                    // pass the view on. Waiting for the coordinator could be forever: it
+                    // may be dead, and this member may be the one that has to decide on
+                    // that (the oldest member nobody suspects).
+                    if let Some(view) = self.view.clone() {
+                        self.send(joiner, GroupMessage::ViewInstall { view });
+                    }
+                    return;
+                }
+                // Whoever decides now: the coordinator, or, while we suspect it, the
+                // member that would take over from it. (When that is us, the joiner's
+                // retry finds us once the coordinator is removed.)
+                let Some(coordinator) = self.view.as_ref().and_then(View::coordinator).copied()
+                else {
+                    return;
+                };
+                let decider = if self.suspecting.contains_key(&coordinator.id) {
+                    self.responsible_for(&coordinator.id)
+                        .filter(|m| m.id != self.local.id)
+                } else {
+                    Some(coordinator)
+                };
+                if let Some(c) = decider {
                     self.send(
                         c,
                         GroupMessage::JoinRequest {
@@ -104,7 +127,8 @@ impl Group {
         }
     }
 
-    /// A coordinator invites us, or tells a member it is not in its view.
+    /// A coordinator invites us, or tells a member it is not in its view; or a member of a
+    /// view without us answers something we sent it as if it were in ours.
     pub(super) fn on_probe(&mut self, from: GroupMember, view_id: ViewId, size: u32, now: Instant) {
         self.max_seq = self.max_seq.max(view_id.seq);
         match self.phase {

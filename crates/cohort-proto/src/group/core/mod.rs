@@ -450,8 +450,17 @@ impl Group {
                 if self.phase == Phase::Member && !self.view_contains(&from.id) =>
             {
                 // The sender counts us in its group, but we are not in each other's views
-                // any more: tell it, so it stops waiting for us to decide.
-                self.send(from, GroupMessage::Leave);
+                // any more: tell it which view we are in, as an invitation. If ours is newer
+                // and holds most of its view (a coordinator resumed from a pause whose
+                // members moved on), it rejoins; it must not take each such answer as a
+                // leave and go on with a view of whoever has not answered yet.
+                if let Some(view) = &self.view {
+                    let message = GroupMessage::MergeProbe {
+                        view_id: view.id,
+                        size: view.members.len() as u32,
+                    };
+                    self.send(from, message);
+                }
             }
             GroupMessage::Suspect { member, view_seq } => {
                 // The accuser has a later view than ours: say so, it sends it to us.
