@@ -36,6 +36,7 @@ mod error;
 mod event;
 mod group;
 mod heartbeat;
+mod lifecycle;
 mod node;
 pub mod reliable;
 pub mod router;

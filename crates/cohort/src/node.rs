@@ -1,7 +1,7 @@
 //! The node handle: start, query, send, shut down.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cohort_proto::channel::{Delivery, FailureReason, NextStep};
@@ -14,7 +14,6 @@ use futures_util::stream::FuturesUnordered;
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::Config;
@@ -23,6 +22,7 @@ use crate::error::{SendError, StartError};
 use crate::event::{Event, Events};
 use crate::group;
 use crate::heartbeat;
+use crate::lifecycle::Tasks;
 use crate::security::{Security, SecurityStats};
 use crate::shared::Shared;
 use crate::transport::receiver;
@@ -56,7 +56,7 @@ struct Inner {
     shared: Arc<Shared>,
     heartbeat: mpsc::Sender<heartbeat::Command>,
     group: mpsc::Sender<group::Command>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Tasks,
 }
 
 /// The outcome of a send that every destination acknowledged.
@@ -224,7 +224,7 @@ impl Node {
                 shared,
                 heartbeat: heartbeat_tx,
                 group: group_tx,
-                tasks: Mutex::new(tasks),
+                tasks: Tasks::new(tasks),
             }),
         };
         Ok((node, Events { rx: events_rx }))
@@ -411,14 +411,7 @@ impl Node {
         {
             let _ = done_rx.await;
         }
-        let tasks =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in &tasks {
-            task.abort();
-        }
-        for task in tasks {
-            let _ = task.await;
-        }
+        self.inner.tasks.stop().await;
         self.inner.shared.peers.clear();
         info!(member = %self.inner.shared.local, "node stopped");
     }
@@ -429,10 +422,7 @@ impl Node {
 /// the others remove it as they would a crashed member (the ring sees its receiver gone).
 impl Drop for Inner {
     fn drop(&mut self) {
-        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
-        for task in tasks.drain(..) {
-            task.abort();
-        }
+        // The tasks are aborted as `tasks` drops.
         self.shared.peers.clear();
     }
 }

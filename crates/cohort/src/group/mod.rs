@@ -13,12 +13,13 @@ use cohort_proto::wire::cohort::GroupPacket;
 use cohort_proto::wire::tribes::SendOptions;
 use cohort_proto::{DisappearReason, Member, MemberId};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
 use crate::event::Event;
 use crate::heartbeat;
+use crate::lifecycle::AbortOnDrop;
 use crate::shared::Shared;
 
 /// Facts the group task learns from the other tasks.
@@ -64,8 +65,9 @@ pub(crate) async fn run(
     let limits = core.config().limits;
     let ring_inbox = shared.group_inbox.clone();
     // The member watched, and the task watching it (none once it was found dead: it is
-    // not watched again, the group removes it).
-    let mut ring: Option<(MemberId, Option<JoinHandle<()>>)> = None;
+    // not watched again, the group removes it). The guard ends the watch with this task,
+    // also when this task is aborted (the node's last handle dropped).
+    let mut ring: Option<(MemberId, Option<AbortOnDrop>)> = None;
     // Group messages on their way. A rejoin aborts them: a frame still queued then speaks
     // for an incarnation that no longer exists (the transport drops a frame whose sender
     // gave up before it was written). Events are handled before transmits, so the messages
@@ -113,12 +115,11 @@ pub(crate) async fn run(
         // Keep one ring connection, to the member we watch.
         let watched = core.watched();
         if ring.as_ref().map(|(id, _)| *id) != watched.map(|w| w.id) {
-            if let Some((_, Some(task))) = ring.take() {
-                task.abort();
-            }
+            // Dropping the old guard ends the old watch.
+            ring = None;
             if let Some(w) = watched {
                 let task = tokio::spawn(ring::watch(w, ring_inbox.clone()));
-                ring = Some((w.id, Some(task)));
+                ring = Some((w.id, Some(AbortOnDrop(task))));
             }
         }
 
@@ -173,9 +174,7 @@ pub(crate) async fn run(
             },
         }
     }
-    if let Some((_, Some(task))) = ring.take() {
-        task.abort();
-    }
+    drop(ring);
     sending.detach_all();
 }
 
