@@ -11,7 +11,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort::{Config, DiscoveryConfig, MulticastConfig, Node, SendOptions};
+use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableSendError, Transport};
+use cohort::{
+    Config, DiscoveryConfig, GroupMember, MemberId, MulticastConfig, Node, SendOptions, View,
+};
 use tokio::time::Instant;
 
 /// How long the runtime may take to drop an aborted task's sockets.
@@ -160,4 +163,64 @@ async fn dropping_the_last_node_handle_closes_its_connections() {
     drop(a_events);
     eventually("a connection to b", || connections_to(b_addr) == 0).await;
     b.shutdown().await;
+}
+
+/// A reliable channel alone in a fixed view, on a port the kernel picked (free a moment
+/// ago: nothing else in this test binds loopback ports it did not pick).
+fn lone_channel(transport: Transport) -> (ReliableChannel, SocketAddr) {
+    let addr = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .unwrap();
+    let id = MemberId::random(&mut rand::rng());
+    let view = View::new(1, [GroupMember::new(id, addr)]).unwrap();
+    let config = ReliableChannelConfig {
+        transport,
+        port_offset: 0,
+        ..ReliableChannelConfig::default()
+    };
+    let channel = ReliableChannel::start_static(id, config, view).unwrap();
+    (channel, addr)
+}
+
+fn held_by(transport: Transport) -> fn(SocketAddr) -> bool {
+    match transport {
+        Transport::Udp => |addr| !udp_free(addr),
+        Transport::Tcp => |addr| !tcp_free(addr),
+    }
+}
+
+#[tokio::test]
+async fn reliable_channel_shutdown_returns_with_its_socket_closed() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (channel, addr) = lone_channel(transport);
+        let held = held_by(transport);
+        assert!(
+            held(addr),
+            "{transport:?}: the channel does not hold {addr}"
+        );
+        let clone = channel.clone();
+        channel.shutdown().await;
+        assert!(!held(addr), "{transport:?}: {addr} is held after shutdown");
+        assert_eq!(
+            clone.multicast(&b"late"[..]).await,
+            Err(ReliableSendError::Closed)
+        );
+        clone.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_last_reliable_channel_releases_its_socket() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let (channel, addr) = lone_channel(transport);
+        let held = held_by(transport);
+        let clone = channel.clone();
+        drop(channel);
+        assert!(
+            held(addr),
+            "{transport:?}: a clone is left, but {addr} was released"
+        );
+        drop(clone);
+        eventually(&format!("{transport:?} port {addr}"), || !held(addr)).await;
+    }
 }

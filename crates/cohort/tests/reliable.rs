@@ -94,7 +94,7 @@ async fn all_deliver_in_order(channels: Vec<ReliableChannel>, per_sender: u32, s
         assert_eq!(stats.core.malformed, 0);
     }
     for ch in &channels {
-        ch.close().await;
+        ch.shutdown().await;
     }
 }
 
@@ -152,7 +152,7 @@ async fn unicast_reaches_only_its_destination_in_order() {
         channels[0].send_to(stranger, &b"x"[..]).await,
         Err(ReliableSendError::Refused(_))
     ));
-    channels[0].close().await;
+    channels[0].shutdown().await;
     assert_eq!(
         channels[0].multicast(&b"x"[..]).await,
         Err(ReliableSendError::Closed)
@@ -234,7 +234,7 @@ async fn out_of_band_messages_arrive_once_and_flagged() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     for ch in &channels {
         assert!(ch.try_recv().is_none(), "an extra delivery");
-        ch.close().await;
+        ch.shutdown().await;
     }
 }
 
@@ -335,7 +335,7 @@ async fn follow_node_views(transport: Transport, first_port: u16, discovery_port
     expect_numbered(&ca, c.id(), 500).await;
     expect_numbered(&cb, c.id(), 500).await;
     for ch in [ca, cb, cc] {
-        ch.close().await;
+        ch.shutdown().await;
     }
     for n in [a, b, c] {
         n.shutdown().await;
@@ -394,7 +394,7 @@ async fn unicast_over_tcp_reaches_only_its_destination_in_order() {
     let channels = start_tcp::<3>();
     unicasts_reach_only_their_destination(&channels).await;
     for ch in &channels {
-        ch.close().await;
+        ch.shutdown().await;
     }
 }
 
@@ -487,7 +487,7 @@ async fn tcp_channels_follow_leaves_and_joins() {
 
     // c leaves. Far more than a flow-control window (4 MiB) goes out: c's credit must no
     // longer hold a back.
-    cc.close().await;
+    cc.shutdown().await;
     views.send_replace(Some(view_of(2, &[(a, ports[0]), (b, ports[1])])));
     let sending = tokio::spawn({
         let ca = ca.clone();
@@ -518,7 +518,7 @@ async fn tcp_channels_follow_leaves_and_joins() {
         assert!(ch.try_recv().is_none(), "a message was delivered twice");
     }
     for ch in [ca, cb, cd] {
-        ch.close().await;
+        ch.shutdown().await;
     }
 }
 

@@ -321,8 +321,8 @@ async fn reliable_with_key(port: u16, transport: Transport) {
         .unwrap();
     assert_eq!(&d.payload[..], b"after");
     assert_eq!(a.view().as_ref(), Some(&view));
-    ra.close().await;
-    rb.close().await;
+    ra.shutdown().await;
+    rb.shutdown().await;
     for n in [a, b] {
         n.shutdown().await;
     }
@@ -551,8 +551,8 @@ async fn reliable_rate(keyring: Option<Keyring>, size: usize, count: u32) -> f64
     }
     let rate = f64::from(count) / start.elapsed().as_secs_f64();
     sender.await.unwrap();
-    tx.close().await;
-    rx.close().await;
+    tx.shutdown().await;
+    rx.shutdown().await;
     rate
 }
 

@@ -64,8 +64,8 @@ use cohort_proto::group::View;
 use cohort_proto::reliable::{self as core, Reliable, SendOpts};
 use tokio::sync::{Notify, watch};
 
+use crate::lifecycle::Tasks;
 use crate::security::{Keyring, Security};
-use tokio::task::JoinHandle;
 
 pub use cohort_proto::reliable::{Delivery, ReliableConfig, ReliableStats};
 pub use tcp::TcpStats;
@@ -285,21 +285,9 @@ enum Io {
     Tcp(tokio::net::TcpListener),
 }
 
-/// Stops the driver when the last handle goes.
-struct Owner {
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            task.abort();
-        }
-    }
-}
-
 /// A member's reliable, ordered messaging over UDP or TCP. Cheap to clone; the channel stops
-/// when [`close`](Self::close) is called or the last clone is dropped.
+/// when [`shutdown`](Self::shutdown) is called or the last clone is dropped (the crate's
+/// one lifecycle, as for [`Node`](crate::Node)).
 ///
 /// ```no_run
 /// # async fn demo(node: cohort::Node) -> Result<(), Box<dyn std::error::Error>> {
@@ -315,7 +303,8 @@ impl Drop for Owner {
 #[derive(Clone)]
 pub struct ReliableChannel {
     shared: Arc<Shared>,
-    owner: Arc<Owner>,
+    /// The driver task: aborted when the last clone goes.
+    driver: Arc<Tasks>,
 }
 
 impl std::fmt::Debug for ReliableChannel {
@@ -394,9 +383,7 @@ impl ReliableChannel {
         };
         Ok(Self {
             shared,
-            owner: Arc::new(Owner {
-                task: Mutex::new(Some(task)),
-            }),
+            driver: Arc::new(Tasks::new(vec![task])),
         })
     }
 
@@ -684,20 +671,19 @@ impl ReliableChannel {
         stats
     }
 
-    /// Stops the driver and closes the sockets. Messages not yet sent are lost; waiting
-    /// sends fail with [`ReliableSendError::Closed`] and `recv` returns `None`.
-    pub async fn close(&self) {
-        let task = self
-            .owner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
-        }
+    /// Stops the driver and closes the sockets, on every clone; returns once they are
+    /// closed (the port can be bound again). Messages not yet sent are lost; waiting sends
+    /// fail with [`ReliableSendError::Closed`] and `recv` returns `None`. Calling it again
+    /// does nothing. Dropping the last clone also stops the channel.
+    pub async fn shutdown(&self) {
+        self.driver.stop().await;
         self.shared.mark_closed();
+    }
+
+    /// The former name of [`shutdown`](Self::shutdown).
+    #[deprecated(note = "renamed `shutdown`, as on every cohort handle")]
+    pub async fn close(&self) {
+        self.shutdown().await;
     }
 }
 

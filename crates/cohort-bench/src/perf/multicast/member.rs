@@ -346,7 +346,7 @@ pub async fn run(args: MemberArgs) -> BenchResult {
     // Anything delivered beyond the rounds started is a duplicate or a stray.
     let extra = delivered.saturating_sub(started * per_round);
     print(&MemberEvent::Exit { extra });
-    channel.close().await;
+    channel.shutdown().await;
     Ok(())
 }
 
