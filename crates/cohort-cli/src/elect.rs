@@ -237,10 +237,7 @@ fn parse_command(line: &str) -> Result<Option<i64>, String> {
 pub(crate) async fn run(args: ElectArgs) -> CliResult {
     let options = args.options()?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let addr = options.voters[&args.id];
-    let election = Election::start(options)
-        .await
-        .map_err(|e| format!("cannot listen for election connections on {addr}: {e}"))?;
+    let election = Election::start(options).await?;
     let printer = Printer {
         json: args.json,
         sid: args.id,

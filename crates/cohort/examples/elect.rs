@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use cohort::election::{Election, ElectionOptions};
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> Result<(), cohort::election::ElectionStartError> {
     let sid: i64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

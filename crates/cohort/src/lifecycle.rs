@@ -41,6 +41,12 @@ impl Tasks {
         Self::join(tasks).await;
     }
 
+    /// Waits for every task to end by itself (after it was told to stop), without aborting
+    /// it. Later calls find nothing to wait for.
+    pub(crate) async fn join_all(&self) {
+        Self::join(self.take()).await;
+    }
+
     async fn join(tasks: Vec<JoinHandle<()>>) {
         for task in tasks {
             // An aborted task ends with a cancellation error; a task that panicked has

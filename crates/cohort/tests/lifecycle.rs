@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cohort::election::{Election, ElectionOptions, Role};
 use cohort::reliable::{ReliableChannel, ReliableChannelConfig, ReliableSendError, Transport};
 use cohort::{
     Config, DiscoveryConfig, GroupMember, MemberId, MulticastConfig, Node, SendOptions, View,
@@ -223,4 +224,47 @@ async fn dropping_the_last_reliable_channel_releases_its_socket() {
         drop(clone);
         eventually(&format!("{transport:?} port {addr}"), || !held(addr)).await;
     }
+}
+
+/// A lone voter (an ensemble of one elects itself), on a port the kernel picked.
+async fn lone_voter() -> (Election, SocketAddr) {
+    let addr = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let election = Election::start(ElectionOptions::new(1, [(1, addr)]))
+        .await
+        .unwrap();
+    (election, addr)
+}
+
+#[tokio::test]
+async fn election_shutdown_returns_with_its_port_closed() {
+    let (election, addr) = lone_voter().await;
+    assert!(!tcp_free(addr), "the voter does not hold {addr}");
+    let clone = election.clone();
+    election.shutdown().await;
+    assert!(tcp_free(addr), "{addr} is held after shutdown");
+    // Any clone may call it again; the voter is gone.
+    clone.shutdown().await;
+    drop(election);
+}
+
+#[tokio::test]
+async fn dropping_the_last_election_handle_releases_its_port() {
+    let (election, addr) = lone_voter().await;
+    let clone = election.clone();
+    drop(election);
+    assert!(!tcp_free(addr), "a clone is left, but {addr} was released");
+    // The clone still drives the voter: alone, it leads.
+    let mut changes = clone.watch();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        changes.wait_for(|l| l.role == Role::Leading),
+    )
+    .await
+    .expect("a lone voter leads within 5 s")
+    .unwrap();
+    drop(changes);
+    drop(clone);
+    eventually(&format!("election port {addr}"), || tcp_free(addr)).await;
 }

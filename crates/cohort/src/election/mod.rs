@@ -7,7 +7,7 @@
 //! application reads the current [`Leadership`] or watches it change.
 //!
 //! ```no_run
-//! # async fn run() -> std::io::Result<()> {
+//! # async fn run() -> Result<(), cohort::election::ElectionStartError> {
 //! use cohort::election::{Election, ElectionOptions};
 //! let peers = [(1, "127.0.0.1:3888".parse().unwrap()), (2, "127.0.0.1:3889".parse().unwrap()),
 //!              (3, "127.0.0.1:3890".parse().unwrap())];
@@ -25,12 +25,14 @@ mod mesh;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use cohort_proto::election::ElectionConfig;
 pub use cohort_proto::election::{Role, Sid};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::lifecycle::Tasks;
 
 /// How to start a voter.
 #[derive(Debug, Clone)]
@@ -62,6 +64,29 @@ impl ElectionOptions {
         }
     }
 
+    /// Refuses the timings the driver cannot run with: an interval of zero would resend
+    /// or time out in a busy loop.
+    fn check_timing(&self) -> Result<(), ElectionStartError> {
+        let t = &self.timing;
+        for (field, value) in [
+            ("min_notification_interval", t.min_notification_interval),
+            ("max_notification_interval", t.max_notification_interval),
+            ("leader_heartbeat_interval", t.leader_heartbeat_interval),
+            ("leader_silence_timeout", t.leader_silence_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ElectionStartError::ZeroInterval(field));
+            }
+        }
+        if t.min_notification_interval > t.max_notification_interval {
+            return Err(ElectionStartError::NotificationIntervals {
+                min: t.min_notification_interval,
+                max: t.max_notification_interval,
+            });
+        }
+        Ok(())
+    }
+
     /// ZooKeeper's `QuorumVerifier.toString()` of this ensemble, sent in every notification.
     fn zookeeper_config(&self) -> String {
         let mut s = String::new();
@@ -82,6 +107,37 @@ impl ElectionOptions {
     }
 }
 
+/// A voter could not start. Nothing is left running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ElectionStartError {
+    /// The voter's own sid is not among [`ElectionOptions::voters`], so its election
+    /// address is unknown.
+    #[error("sid {0} is not among the voters")]
+    NotAVoter(Sid),
+    /// An interval of [`ElectionOptions::timing`] that must not be zero is zero.
+    #[error("election timing: {0} must not be zero")]
+    ZeroInterval(&'static str),
+    /// The first resend interval is longer than the longest.
+    #[error(
+        "election timing: min_notification_interval {min:?} exceeds max_notification_interval {max:?}"
+    )]
+    NotificationIntervals {
+        /// The configured first resend interval.
+        min: std::time::Duration,
+        /// The configured longest resend interval.
+        max: std::time::Duration,
+    },
+    /// The election address could not be bound.
+    #[error("cannot listen for election connections on {addr}: {source}")]
+    Bind {
+        /// The voter's election address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+}
+
 /// The current outcome of the election.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leadership {
@@ -97,27 +153,46 @@ enum Command {
     SetZxid(i64),
 }
 
-/// A running voter. Dropping it without [`shutdown`](Self::shutdown) stops it too.
+/// A running voter. Cheap to clone; every clone drives the same voter. It stops when
+/// [`shutdown`](Self::shutdown) is called or the last clone is dropped (the crate's one
+/// lifecycle, as for [`Node`](crate::Node)).
+#[derive(Clone)]
 pub struct Election {
     sid: Sid,
     local_addr: SocketAddr,
     commands: mpsc::UnboundedSender<Command>,
     leadership: watch::Receiver<Leadership>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    driver: Arc<Running>,
+}
+
+/// The driver task of a voter, stopped when the last clone goes.
+struct Running {
+    /// Tells the driver to stop; taken by the first `shutdown`.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Tasks,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("sid", &self.sid)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Election {
-    /// Binds this voter's election address and starts electing.
-    pub async fn start(options: ElectionOptions) -> io::Result<Self> {
-        let addr = *options.voters.get(&options.sid).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "own sid is not among the voters",
-            )
-        })?;
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
+    /// Binds this voter's election address and starts electing. Must be called inside a
+    /// tokio runtime.
+    pub async fn start(options: ElectionOptions) -> Result<Self, ElectionStartError> {
+        let addr = *options
+            .voters
+            .get(&options.sid)
+            .ok_or(ElectionStartError::NotAVoter(options.sid))?;
+        options.check_timing()?;
+        let bind_error = |source| ElectionStartError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
         let mut cfg = options.timing.clone();
         cfg.sid = options.sid;
         cfg.voters = options.voters.keys().copied().collect();
@@ -128,7 +203,7 @@ impl Election {
             leader: None,
             election_epoch: 0,
         });
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let driver = driver::Driver::new(
             cfg,
             options.zxid,
@@ -142,8 +217,10 @@ impl Election {
             local_addr,
             commands,
             leadership,
-            shutdown: Some(shutdown_tx),
-            task: Some(task),
+            driver: Arc::new(Running {
+                stop: Mutex::new(Some(shutdown_tx)),
+                task: Tasks::new(vec![task]),
+            }),
         })
     }
 
@@ -183,21 +260,19 @@ impl Election {
         self.leadership.clone()
     }
 
-    /// Stops electing and closes every connection.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+    /// Stops electing, on every clone, and closes the election port and every
+    /// connection; returns once the port is closed (it can be bound again). Calling it
+    /// again does nothing. Dropping the last clone also stops the voter.
+    pub async fn shutdown(&self) {
+        let stop = self
+            .driver
+            .stop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Election {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.driver.task.join_all().await;
     }
 }
