@@ -43,8 +43,27 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut r = Reliable::new(ReliableConfig::default(), local, now);
     r.install_view(&view, now);
+    let _ = r.handle_datagram(peer, input.clone(), now);
+    r.handle_timeout(now + Duration::from_secs(1));
+    while r.poll_transmit().is_some() {}
+    while r.poll_delivery().is_some() {}
+
+    // And to a member flushing its view of three towards a view of two (with the peer as
+    // the flush coordinator when its id sorts first), so flush records reach every state.
+    let third = MemberId([0xCC; 16]);
+    let config = ReliableConfig { view_synchrony: true, ..ReliableConfig::default() };
+    let mut r = Reliable::new(config, local, now);
+    let mut members = vec![peer, local, third];
+    members.sort();
+    let member = |id| GroupMember { id, addr: SocketAddr::from(([127, 0, 0, 1], 1)) };
+    let three = View::new(1, members.iter().copied().map(member)).expect("members");
+    let two = View::new(2, members.iter().copied().filter(|m| *m != third).map(member))
+        .expect("members");
+    r.install_view(&three, now);
+    r.install_view(&two, now);
     let _ = r.handle_datagram(peer, input, now);
     r.handle_timeout(now + Duration::from_secs(1));
     while r.poll_transmit().is_some() {}
     while r.poll_delivery().is_some() {}
+    while r.poll_event().is_some() {}
 });

@@ -64,6 +64,20 @@ pub struct ReliableConfig {
     pub deliver_own: bool,
     /// Seed of the random choices (which member to ask for a retransmission).
     pub rng_seed: u64,
+    /// View-synchronous delivery (SPEC §6, JGroups' FLUSH): a view change first flushes
+    /// the old view, so every member that installs the new view delivered the same
+    /// messages of the old one, a crashed member's included, and a message is delivered
+    /// only in the view it was sent in. Sends are blocked during the flush
+    /// ([`ReliableEvent::Block`](super::ReliableEvent::Block)). Delivered messages of
+    /// other members are then kept until stable whatever
+    /// [`discard_delivered`](Self::discard_delivered) says, so survivors can pass them on.
+    /// Off by default (a fixed group has no view changes); a channel that follows a
+    /// node's views turns it on.
+    pub view_synchrony: bool,
+    /// How long a flush participant waits for an answer from the flush coordinator before
+    /// it repeats its digest or acknowledgement; doubled on every repeat up to 16 times
+    /// this.
+    pub flush_retry: Duration,
 }
 
 impl Default for ReliableConfig {
@@ -87,6 +101,8 @@ impl Default for ReliableConfig {
             bundle_linger: Duration::ZERO,
             deliver_own: true,
             rng_seed: 0x00C0_4E00,
+            view_synchrony: false,
+            flush_retry: Duration::from_millis(50),
         }
     }
 }
@@ -104,6 +120,7 @@ impl ReliableConfig {
                 .collect(),
             nak_interval_after: Duration::from_millis(20),
             stable_interval: Duration::from_millis(10),
+            flush_retry: Duration::from_millis(10),
             ..Self::default()
         }
     }
@@ -150,6 +167,9 @@ impl ReliableConfig {
         if self.nak_interval_after.is_zero() || self.nak_backoff.iter().any(|d| d.is_zero()) {
             return Err(ConfigError("NAK delays must be > 0".into()));
         }
+        if self.flush_retry.is_zero() {
+            return Err(ConfigError("flush_retry must be > 0".into()));
+        }
         if self.stable_interval.is_zero() {
             return Err(ConfigError("stable_interval must be > 0".into()));
         }
@@ -168,6 +188,11 @@ impl ReliableConfig {
     pub(crate) fn fragment_count(&self, len: usize) -> usize {
         let frag = self.fragment_payload();
         if len <= frag { 1 } else { len.div_ceil(frag) }
+    }
+
+    /// Whether delivered messages of other members are kept until stable.
+    pub(crate) fn retain_delivered(&self) -> bool {
+        !self.discard_delivered || self.view_synchrony
     }
 
     /// The delay before NAK number `attempt` (0 = the first).

@@ -99,6 +99,7 @@
 
 mod bundle;
 mod config;
+mod flush;
 mod nak;
 mod recv;
 mod send;
@@ -171,6 +172,9 @@ struct Peer {
     /// Its gossip: how far it consumed each origin's multicasts (kept only when delivered
     /// messages are retained, to purge them once stable).
     reported: HashMap<MemberId, u64>,
+    /// The first seqno of its multicasts in the installed view, if known here (a flush
+    /// digest reports it, so a survivor that never heard from it can fetch them).
+    view_first: Option<u64>,
 }
 
 /// Reliable multicast and unicast for one member. See the [module docs](self) for what it
@@ -200,6 +204,20 @@ pub struct Reliable {
     last_now: Instant,
     rng: SmallRng,
     nak_ranges: Vec<(u64, u64)>,
+    /// The `seq` of the installed view (0: none), stamped on deliveries.
+    view_seq: u64,
+    /// View synchrony: the flush under way, if any.
+    flushing: Option<flush::Flush>,
+    /// View synchrony: the group's newest view, which the flush leads to.
+    group_view: Option<View>,
+    /// View synchrony: the last flush target whose cut this member delivered and
+    /// acknowledged, with the cut; installed when any member shows it installed it.
+    acked: Option<(View, flush::Cut)>,
+    /// View synchrony: [`ReliableEvent::Block`] was reported, `Unblock` not yet.
+    blocked: bool,
+    /// View synchrony, before the first view: the group's views that list this member, one
+    /// of which a flush coordinator installs.
+    pending: VecDeque<View>,
 }
 
 impl Reliable {
@@ -243,6 +261,12 @@ impl Reliable {
             gossip_dirty: false,
             last_now: now,
             nak_ranges: Vec::new(),
+            view_seq: 0,
+            flushing: None,
+            group_view: None,
+            acked: None,
+            blocked: false,
+            pending: VecDeque::new(),
         })
     }
 
@@ -275,12 +299,29 @@ impl Reliable {
 
     // ---- views ----
 
-    /// Installs a new view. Members that left are forgotten (their messages, windows and
-    /// acknowledgements), so they hold nothing back; members that joined start at the
-    /// local multicast stream's next seqno. If the local member is not in `view`, every
-    /// stream is dropped and sends fail with [`SendError::NotInView`].
+    /// The group installed a new view. Without
+    /// [`view_synchrony`](ReliableConfig::view_synchrony) it is installed here at once:
+    /// members that left are forgotten (their messages, windows and acknowledgements), so
+    /// they hold nothing back; members that joined start at the local multicast stream's
+    /// next seqno. If the local member is not in `view`, every stream is dropped and sends
+    /// fail with [`SendError::NotInView`].
+    ///
+    /// With view synchrony the installed view is flushed first (see the `flush` module
+    /// docs): [`ReliableEvent::Block`], then, once every surviving member delivered the
+    /// same messages of it, [`ReliableEvent::Unblock`] with `view` installed. A view that
+    /// arrives during a flush restarts it towards the newer view.
     pub fn install_view(&mut self, view: &View, now: Instant) {
         self.last_now = now;
+        if self.config.view_synchrony {
+            self.group_view_changed(view, now);
+        } else {
+            self.apply_view(view, None, now);
+        }
+    }
+
+    /// Installs `view` here: the body of [`Reliable::install_view`] without view
+    /// synchrony, and the end of a flush with it.
+    fn apply_view(&mut self, view: &View, cut: Option<&flush::Cut>, now: Instant) {
         // Datagrams already open carry the old view in their header.
         self.bundler.close(None, &mut self.transmits);
         let in_view = view.contains(&self.local);
@@ -316,9 +357,12 @@ impl Reliable {
                 start_for_it: Some(self.view_start),
                 since_view: view.id.seq,
                 reported: HashMap::new(),
+                view_first: None,
             });
         }
         self.view = in_view.then(|| view.clone());
+        self.view_seq = view.id.seq;
+        self.view_installed(view.id, cut, now);
         self.gossip_dirty = true;
         self.update_stability();
         self.schedule_stable(now);
@@ -338,6 +382,9 @@ impl Reliable {
         self.last_now = now;
         if self.view.is_none() {
             return Err(SendError::NotInView);
+        }
+        if self.flushing.is_some() {
+            return Err(SendError::Blocked);
         }
         let total = self.check_size(&payload)?;
         // Own multicasts are delivered locally too: a local application that does not
@@ -360,6 +407,7 @@ impl Reliable {
                 payload: payload.clone(),
                 oob: opts.oob,
                 unicast: false,
+                view_seq: self.view_seq,
             });
         }
         let frag = self.config.fragment_payload();
@@ -420,6 +468,9 @@ impl Reliable {
         self.last_now = now;
         if self.view.is_none() {
             return Err(SendError::NotInView);
+        }
+        if self.flushing.is_some() {
+            return Err(SendError::Blocked);
         }
         let total = self.check_size(&payload)?;
         let Some(peer) = self.peers.get_mut(&to) else {
@@ -510,6 +561,7 @@ impl Reliable {
             self.schedule_stable(now);
             self.send_due_acks(now);
         }
+        self.flush_progress(now);
         self.close_due_datagrams(now);
         result
     }
@@ -535,26 +587,42 @@ impl Reliable {
         {
             return Err(DatagramError::NotForMe(dest));
         }
-        if self.view.is_none() {
-            self.stats.dropped += 1;
-            return Ok(());
+        if self.config.view_synchrony && header.view_seq > self.view_seq {
+            // The sender installed a view we have not: maybe the end of our flush.
+            self.view_evidence(from, header.view_seq, now);
         }
-        let Some(peer) = self.peers.get_mut(&from) else {
-            self.stats.dropped += 1;
-            return Ok(());
-        };
-        if peer.mcast_in.is_none() && header.view_seq == peer.since_view {
-            // Both members first saw each other in this view, so the sender's multicasts
-            // for this member start at its first seqno in it. (Otherwise the start comes
-            // from the sender's gossip.)
-            peer.mcast_in = Some(RecvWindow::new(
-                header.view_start,
-                !self.config.discard_delivered,
-                self.max_span,
-            ));
+        // Under view synchrony, what a member sends in a view we have not installed
+        // (messages, acknowledgements) waits until we install it: only flush records pass.
+        let ahead = self.config.view_synchrony && header.view_seq > self.view_seq;
+        let mut accept = !ahead && self.view.is_some();
+        if accept {
+            if let Some(peer) = self.peers.get_mut(&from) {
+                if peer.mcast_in.is_none() && header.view_seq == peer.since_view {
+                    // Both members first saw each other in this view, so the sender's
+                    // multicasts for this member start at its first seqno in it.
+                    // (Otherwise the start comes from the sender's gossip.)
+                    peer.mcast_in = Some(RecvWindow::new(
+                        header.view_start,
+                        self.config.retain_delivered(),
+                        self.max_span,
+                    ));
+                    peer.view_first = Some(header.view_start);
+                }
+            } else {
+                accept = false;
+            }
         }
         for record in records {
-            match record? {
+            let record = record?;
+            if !accept && !record.is_flush() {
+                self.stats.dropped += 1;
+                continue;
+            }
+            match record {
+                Record::FlushDigest(d) => self.handle_flush_digest(from, &d, now),
+                Record::FlushCut(c) => self.handle_flush_cut(from, &c, now),
+                Record::FlushOk { target } => self.handle_flush_ok(from, target, now),
+                Record::FlushInstall { target } => self.handle_flush_install(from, target, now),
                 Record::Data(data) => self.receive_multicast(from, data, now),
                 Record::Retransmit { origin, data } => {
                     if origin == self.local {
@@ -584,6 +652,7 @@ impl Reliable {
         let deliveries = &mut self.deliveries;
         let queue = &mut self.delivery_queue_bytes;
         let mut delivered = 0;
+        let view_seq = self.view_seq;
         let received = window.receive(data, now, &self.config, &mut |payload, oob| {
             *queue += payload.len();
             delivered += 1;
@@ -592,6 +661,7 @@ impl Reliable {
                 payload,
                 oob,
                 unicast: false,
+                view_seq,
             });
         });
         self.stats.delivered += delivered;
@@ -606,6 +676,7 @@ impl Reliable {
         let deliveries = &mut self.deliveries;
         let queue = &mut self.delivery_queue_bytes;
         let mut delivered = 0;
+        let view_seq = self.view_seq;
         let received = peer
             .uni_in
             .receive(data, now, &self.config, &mut |payload, oob| {
@@ -616,6 +687,7 @@ impl Reliable {
                     payload,
                     oob,
                     unicast: true,
+                    view_seq,
                 });
             });
         self.stats.delivered += delivered;
@@ -639,6 +711,8 @@ impl Reliable {
             self.next_stable = None;
             self.stable_round(now);
         }
+        self.flush_timeout(now);
+        self.flush_progress(now);
         self.close_due_datagrams(now);
     }
 
@@ -741,6 +815,7 @@ impl Reliable {
         });
         naks.chain(self.next_stable)
             .chain(self.bundler.next_due(self.config.bundle_linger))
+            .chain(self.flushing.as_ref().map(|f| f.next_retry))
             .min()
     }
 
@@ -763,6 +838,12 @@ impl Reliable {
         s
     }
 
+    /// True between [`ReliableEvent::Block`] and [`ReliableEvent::Unblock`]: a flush is
+    /// under way and sends are refused.
+    pub fn is_blocked(&self) -> bool {
+        self.flushing.is_some()
+    }
+
     /// Bytes held for retransmission of the local multicasts (credit cost).
     pub fn multicast_buffer_bytes(&self) -> usize {
         self.mcast_out.bytes()
@@ -771,6 +852,7 @@ impl Reliable {
     /// True if a multicast of `len` bytes would be accepted now.
     pub fn can_multicast(&self, len: usize) -> bool {
         self.view.is_some()
+            && self.flushing.is_none()
             && !self.own_queue_full()
             && self.check_size_len(len).is_ok_and(|cost| {
                 self.mcast_out.has_room(
@@ -787,6 +869,7 @@ impl Reliable {
             return false;
         };
         self.view.is_some()
+            && self.flushing.is_none()
             && self.check_size_len(len).is_ok_and(|cost| {
                 peer.uni_out.has_room(
                     cost,

@@ -115,14 +115,19 @@ impl Reliable {
                 .as_mut()
                 .and_then(|w| w.due_naks(now, &self.config, &mut ranges))
             {
-                let ask =
-                    if self.config.nak_random_member && attempt % 2 == 0 && self.others.len() > 1 {
-                        let pick = self.rng.random_range(0..self.others.len() - 1);
-                        let others = self.others.iter().filter(|m| **m != origin);
-                        others.copied().nth(pick).unwrap_or(origin)
-                    } else {
-                        origin
-                    };
+                let holder = self.flushing.as_ref().and_then(|f| f.holder(&origin));
+                let ask = if let Some(holder) = holder.filter(|h| *h != self.local) {
+                    // Flushing: the cut names a survivor that has these messages (the
+                    // origin may be gone).
+                    holder
+                } else if self.config.nak_random_member && attempt % 2 == 0 && self.others.len() > 1
+                {
+                    let pick = self.rng.random_range(0..self.others.len() - 1);
+                    let others = self.others.iter().filter(|m| **m != origin);
+                    others.copied().nth(pick).unwrap_or(origin)
+                } else {
+                    origin
+                };
                 self.send_nak(ask, StreamRef::Multicast(origin), &ranges, now);
             }
             ranges.clear();

@@ -100,6 +100,8 @@ pub(crate) struct RecvWindow {
     last_fill: Option<Fill>,
     /// NAKed seqnos that arrived since the last NAK round.
     answered: u64,
+    /// Nothing beyond this seqno is delivered (a flush holds the stream at its cut).
+    limit: u64,
 }
 
 impl RecvWindow {
@@ -119,7 +121,15 @@ impl RecvWindow {
             unacked: 0,
             last_fill: None,
             answered: 0,
+            limit: u64::MAX,
         }
+    }
+
+    /// Delivers nothing beyond `limit` from now on (`u64::MAX`: no limit), and delivers
+    /// through `deliver` whatever a raised limit lets through.
+    pub(crate) fn set_limit(&mut self, limit: u64, deliver: &mut impl FnMut(Bytes, bool)) {
+        self.limit = limit;
+        self.deliver_in_order(deliver);
     }
 
     /// Everything below this seqno was delivered.
@@ -176,7 +186,11 @@ impl RecvWindow {
         };
         if seqno > self.highest {
             // The common case: the next message, nothing held back.
-            if seqno == self.next && self.ring.is_empty() && msg.fragment.is_none() {
+            if seqno == self.next
+                && self.ring.is_empty()
+                && msg.fragment.is_none()
+                && seqno <= self.limit
+            {
                 self.next += 1;
                 self.highest = seqno;
                 self.unacked += super::send::cost(msg.payload.len());
@@ -340,7 +354,9 @@ impl RecvWindow {
     }
 
     fn deliver_oob(&mut self, seqno: u64, deliver: &mut impl FnMut(Bytes, bool)) {
-        if let Some((first, count)) = self.complete_message(seqno) {
+        if let Some((first, count)) = self.complete_message(seqno)
+            && first + u64::from(count) - 1 <= self.limit
+        {
             let msg = self.assemble(first, count);
             self.unacked += super::send::cost(msg.payload.len());
             deliver(msg.payload, true);
@@ -348,7 +364,7 @@ impl RecvWindow {
     }
 
     fn deliver_in_order(&mut self, deliver: &mut impl FnMut(Bytes, bool)) {
-        while self.next <= self.highest {
+        while self.next <= self.highest && self.next <= self.limit {
             let idx = (self.next - self.base) as usize;
             match &self.ring[idx] {
                 Slot::Missing => break,

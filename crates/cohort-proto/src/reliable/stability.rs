@@ -64,7 +64,7 @@ impl Reliable {
         stable: &wire::StableRecord,
         now: Instant,
     ) {
-        let retain = !self.config.discard_delivered;
+        let retain = self.config.retain_delivered();
         if stable.acks_wanted {
             // Gossip back in the next round: the sender may have missed the last one.
             self.gossip_dirty = true;
@@ -81,6 +81,9 @@ impl Reliable {
                 && peer.mcast_in.is_none()
             {
                 peer.mcast_in = Some(RecvWindow::new(start, retain, self.max_span));
+                if peer.since_view == self.view_seq {
+                    peer.view_first = Some(start);
+                }
             }
         }
         if let Some(window) = self.peers.get_mut(&from).and_then(|p| p.mcast_in.as_mut()) {
@@ -221,13 +224,13 @@ impl Reliable {
                 wire::encode_unicast_highest(buf, peer.uni_out.highest_sent());
             }
         }
-        if !self.config.discard_delivered {
+        if self.config.retain_delivered() {
             self.purge_retained();
         }
         let own_pending = !self.mcast_out.is_empty();
         // Copies of other members' multicasts kept until every member reports them: ask
         // for reports too, in case the last ones were lost.
-        let retaining = !self.config.discard_delivered
+        let retaining = self.config.retain_delivered()
             && self
                 .peers
                 .values()

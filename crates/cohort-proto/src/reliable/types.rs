@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::group::ViewId;
 use crate::membership::MemberId;
 use crate::wire::DecodeError;
 
@@ -36,6 +37,10 @@ pub struct Delivery {
     pub oob: bool,
     /// Sent with [`Reliable::unicast`](super::Reliable::unicast) (to this member only) rather than multicast.
     pub unicast: bool,
+    /// The `seq` of the view installed here when it was delivered (0: none). With
+    /// [`view_synchrony`](super::ReliableConfig::view_synchrony) that is the view it was
+    /// sent in.
+    pub view_seq: u64,
 }
 
 /// Options of one send.
@@ -71,6 +76,11 @@ pub enum SendError {
     /// The destination of a unicast is not a member of the current view.
     #[error("{0} is not a member of the current view")]
     UnknownMember(MemberId),
+    /// A flush is under way (between [`ReliableEvent::Block`] and
+    /// [`ReliableEvent::Unblock`]): try again after `Unblock`, the send then goes out in
+    /// the new view.
+    #[error("blocked: the view is being flushed")]
+    Blocked,
 }
 
 /// Why a received datagram was dropped. It is counted in [`ReliableStats::malformed`];
@@ -103,6 +113,20 @@ pub enum ReliableEvent {
     CreditAvailable {
         /// [`Destination::Group`] for multicasts, else the unicast destination.
         to: Destination,
+    },
+    /// A flush began (a view change with
+    /// [`view_synchrony`](super::ReliableConfig::view_synchrony), or
+    /// [`Reliable::start_flush`](super::Reliable::start_flush)): sends fail with
+    /// [`SendError::Blocked`] until [`ReliableEvent::Unblock`]. Messages of the current
+    /// view may still be delivered. Reported once per flush, however often it restarts.
+    Block,
+    /// The flush ended: every member that installs `view` delivered the same messages of
+    /// the view before it, and every delivery after this event belongs to `view` (see
+    /// [`Delivery::view_seq`]). Sends go out again. Reported for every view installed
+    /// with view synchrony, the first one (no flush, no `Block`) too.
+    Unblock {
+        /// The view now installed ([`Reliable::view`](super::Reliable::view)).
+        view: ViewId,
     },
 }
 
@@ -147,4 +171,11 @@ pub struct ReliableStats {
     pub delivery_queue_bytes: usize,
     /// Outgoing streams currently refused for lack of credit.
     pub waiting_for_credit: usize,
+    /// Flushes completed here (views installed after a flush).
+    pub flushes: u64,
+    /// Flushes restarted because the group's view changed again during one.
+    pub flush_restarts: u64,
+    /// Flush records ignored: from a member that takes no part, for another view, or
+    /// inconsistent.
+    pub flush_ignored: u64,
 }

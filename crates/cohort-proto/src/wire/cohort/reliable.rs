@@ -21,6 +21,16 @@
 //!               count (2) | count × (origin (16) | seqno (8)) |
 //!               joiners (2) | joiners × (member (16) | first seqno (8))
 //!   7 UHIGHEST  seqno (8): highest unicast seqno sent to the destination
+//!   8 FLUSH_DIGEST source view seq (8) | target view seq (8) | target coordinator (16) |
+//!               total (4) | count (2) | count × (origin (16) | first (8) | last (8)):
+//!               part of what the sender delivered of each origin in its view (`total`
+//!               entries over all parts), for the flush coordinator
+//!   9 FLUSH_CUT target view seq (8) | target coordinator (16) | total (4) | count (2) |
+//!               count × (origin (16) | first (8) | last (8) | holder (16)): part of the
+//!               agreed cut, and a member to fetch each origin's messages from
+//!  10 FLUSH_OK  target view seq (8) | target coordinator (16): delivered up to the cut
+//!  11 FLUSH_INSTALL target view seq (8) | target coordinator (16): every survivor
+//!               delivered the cut; install the target view
 //! DATA flags    bit 0 out-of-band, bit 1 fragment; other bits must be zero
 //! ```
 //!
@@ -31,6 +41,7 @@
 use bytes::{BufMut, Bytes};
 
 use super::{ENVELOPE_LEN, Envelope, Protocol};
+use crate::group::ViewId;
 use crate::membership::MemberId;
 use crate::wire::DecodeError;
 use crate::wire::reader::Reader;
@@ -53,6 +64,15 @@ const KIND_NAK: u8 = 4;
 const KIND_ACK: u8 = 5;
 const KIND_STABLE: u8 = 6;
 const KIND_UHIGHEST: u8 = 7;
+const KIND_FLUSH_DIGEST: u8 = 8;
+const KIND_FLUSH_CUT: u8 = 9;
+const KIND_FLUSH_OK: u8 = 10;
+const KIND_FLUSH_INSTALL: u8 = 11;
+
+/// Bytes of one FLUSH_DIGEST entry.
+const DIGEST_ENTRY_LEN: usize = 16 + 8 + 8;
+/// Bytes of one FLUSH_CUT entry.
+const CUT_ENTRY_LEN: usize = 16 + 8 + 8 + 16;
 
 const FLAG_OOB: u8 = 1;
 const FLAG_FRAGMENT: u8 = 2;
@@ -160,6 +180,55 @@ impl StableRecord {
     }
 }
 
+/// Part of a member's flush digest: for each origin, the seqnos of its multicasts in the
+/// member's view that the member delivered (for itself: sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestRecord {
+    /// The `seq` of the view being flushed (the sender's installed view).
+    pub source_seq: u64,
+    /// The view the flush leads to.
+    pub target: ViewId,
+    /// How many entries the whole digest has, over all its parts.
+    pub total: u32,
+    entries: Bytes,
+}
+
+impl DigestRecord {
+    /// `(origin, first, last)`: the origin's multicasts in the view start at seqno `first`
+    /// (0 = not known here) and the member delivered them through `last`.
+    pub fn entries(&self) -> impl Iterator<Item = (MemberId, u64, u64)> + '_ {
+        self.entries.chunks_exact(DIGEST_ENTRY_LEN).map(|c| {
+            let (id, first) = split_member_u64(c);
+            (id, first, be_u64(&c[24..32]))
+        })
+    }
+}
+
+/// Part of the cut the flush coordinator agreed: for each origin, where its messages of
+/// the flushed view end and a member that holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutRecord {
+    /// The view the flush leads to.
+    pub target: ViewId,
+    /// How many entries the whole cut has, over all its parts.
+    pub total: u32,
+    entries: Bytes,
+}
+
+impl CutRecord {
+    /// `(origin, first, last, holder)`: deliver the origin's messages through `last`
+    /// (those of the view start at `first`, 0 = not known), fetching any missing ones from
+    /// `holder`.
+    pub fn entries(&self) -> impl Iterator<Item = (MemberId, u64, u64, MemberId)> + '_ {
+        self.entries.chunks_exact(CUT_ENTRY_LEN).map(|c| {
+            let (id, first) = split_member_u64(c);
+            let mut holder = [0u8; 16];
+            holder.copy_from_slice(&c[32..48]);
+            (id, first, be_u64(&c[24..32]), MemberId(holder))
+        })
+    }
+}
+
 /// One record of a datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -190,6 +259,20 @@ pub enum Record {
     UnicastHighest {
         /// That seqno.
         seqno: u64,
+    },
+    /// Part of a flush digest, for the flush coordinator.
+    FlushDigest(DigestRecord),
+    /// Part of the cut of a flush, from its coordinator.
+    FlushCut(CutRecord),
+    /// The sender delivered the cut of the flush to `target`.
+    FlushOk {
+        /// The view the flush leads to.
+        target: ViewId,
+    },
+    /// Every survivor delivered the cut: install `target`.
+    FlushInstall {
+        /// The view the flush leads to.
+        target: ViewId,
     },
 }
 
@@ -294,6 +377,12 @@ fn u64_(r: &mut Reader<'_>, field: &'static str) -> Result<u64, DecodeError> {
     Ok(u64::from_be_bytes(r.array::<8>(field)?))
 }
 
+fn view_id(r: &mut Reader<'_>) -> Result<ViewId, DecodeError> {
+    let seq = u64_(r, "view seq")?;
+    let coordinator = MemberId(r.array::<16>("view coordinator")?);
+    Ok(ViewId { seq, coordinator })
+}
+
 fn invalid(field: &'static str, detail: String) -> DecodeError {
     DecodeError::InvalidField { field, detail }
 }
@@ -366,6 +455,42 @@ fn decode_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         }
         KIND_UHIGHEST => Record::UnicastHighest {
             seqno: u64_(r, "unicast highest")?,
+        },
+        KIND_FLUSH_DIGEST => {
+            let source_seq = u64_(r, "digest source")?;
+            let target = view_id(r)?;
+            let total = u32_(r, "digest total")?;
+            let count = usize::from(u16_(r, "digest count")?);
+            if count as u64 > u64::from(total) {
+                return Err(invalid("digest count", format!("{count} of {total}")));
+            }
+            let entries = r.bytes("digest entries", count * DIGEST_ENTRY_LEN)?;
+            Record::FlushDigest(DigestRecord {
+                source_seq,
+                target,
+                total,
+                entries,
+            })
+        }
+        KIND_FLUSH_CUT => {
+            let target = view_id(r)?;
+            let total = u32_(r, "cut total")?;
+            let count = usize::from(u16_(r, "cut count")?);
+            if count as u64 > u64::from(total) {
+                return Err(invalid("cut count", format!("{count} of {total}")));
+            }
+            let entries = r.bytes("cut entries", count * CUT_ENTRY_LEN)?;
+            Record::FlushCut(CutRecord {
+                target,
+                total,
+                entries,
+            })
+        }
+        KIND_FLUSH_OK => Record::FlushOk {
+            target: view_id(r)?,
+        },
+        KIND_FLUSH_INSTALL => Record::FlushInstall {
+            target: view_id(r)?,
         },
         other => return Err(invalid("record kind", format!("unknown kind {other}"))),
     })
@@ -539,7 +664,92 @@ pub fn encode_unicast_highest(out: &mut impl BufMut, seqno: u64) {
     out.put_u64(seqno);
 }
 
+/// Encoded length of a FLUSH_DIGEST record with `entries` entries.
+pub fn digest_record_len(entries: usize) -> usize {
+    1 + 8 + 24 + 4 + 2 + DIGEST_ENTRY_LEN * entries
+}
+
+/// Encoded length of a FLUSH_CUT record with `entries` entries.
+pub fn cut_record_len(entries: usize) -> usize {
+    1 + 24 + 4 + 2 + CUT_ENTRY_LEN * entries
+}
+
+/// Encoded length of a FLUSH_OK or FLUSH_INSTALL record.
+pub const FLUSH_VIEW_RECORD_LEN: usize = 1 + 24;
+
+/// The most entries one FLUSH_DIGEST or FLUSH_CUT record carries.
+pub const MAX_FLUSH_ENTRIES: usize = u16::MAX as usize;
+
+fn put_view_id(out: &mut impl BufMut, id: ViewId) {
+    out.put_u64(id.seq);
+    out.put_slice(&id.coordinator.0);
+}
+
+/// Appends a FLUSH_DIGEST record: `entries` (at most [`MAX_FLUSH_ENTRIES`], `total` at
+/// least as many) are `(origin, first, last)`.
+pub fn encode_flush_digest(
+    out: &mut impl BufMut,
+    source_seq: u64,
+    target: ViewId,
+    total: u32,
+    entries: &[(MemberId, u64, u64)],
+) {
+    debug_assert!(entries.len() <= MAX_FLUSH_ENTRIES && entries.len() as u64 <= u64::from(total));
+    out.put_u8(KIND_FLUSH_DIGEST);
+    out.put_u64(source_seq);
+    put_view_id(out, target);
+    out.put_u32(total);
+    out.put_u16(entries.len() as u16);
+    for (id, first, last) in entries {
+        out.put_slice(&id.0);
+        out.put_u64(*first);
+        out.put_u64(*last);
+    }
+}
+
+/// Appends a FLUSH_CUT record: `entries` (at most [`MAX_FLUSH_ENTRIES`], `total` at least
+/// as many) are `(origin, first, last, holder)`.
+pub fn encode_flush_cut(
+    out: &mut impl BufMut,
+    target: ViewId,
+    total: u32,
+    entries: &[(MemberId, u64, u64, MemberId)],
+) {
+    debug_assert!(entries.len() <= MAX_FLUSH_ENTRIES && entries.len() as u64 <= u64::from(total));
+    out.put_u8(KIND_FLUSH_CUT);
+    put_view_id(out, target);
+    out.put_u32(total);
+    out.put_u16(entries.len() as u16);
+    for (id, first, last, holder) in entries {
+        out.put_slice(&id.0);
+        out.put_u64(*first);
+        out.put_u64(*last);
+        out.put_slice(&holder.0);
+    }
+}
+
+/// Appends a FLUSH_OK (`install == false`) or FLUSH_INSTALL record.
+pub fn encode_flush_view(out: &mut impl BufMut, install: bool, target: ViewId) {
+    out.put_u8(if install {
+        KIND_FLUSH_INSTALL
+    } else {
+        KIND_FLUSH_OK
+    });
+    put_view_id(out, target);
+}
+
 impl Record {
+    /// True for the records of a flush (digest, cut, ok, install).
+    pub fn is_flush(&self) -> bool {
+        matches!(
+            self,
+            Self::FlushDigest(_)
+                | Self::FlushCut(_)
+                | Self::FlushOk { .. }
+                | Self::FlushInstall { .. }
+        )
+    }
+
     /// Appends this record in its wire form (decoding the output gives it back).
     pub fn encode(&self, out: &mut impl BufMut) {
         match self {
@@ -565,6 +775,16 @@ impl Record {
                 encode_stable(out, s.acks_wanted, s.highest_sent, &entries, &joiners)
             }
             Self::UnicastHighest { seqno } => encode_unicast_highest(out, *seqno),
+            Self::FlushDigest(d) => {
+                let entries: Vec<_> = d.entries().collect();
+                encode_flush_digest(out, d.source_seq, d.target, d.total, &entries)
+            }
+            Self::FlushCut(c) => {
+                let entries: Vec<_> = c.entries().collect();
+                encode_flush_cut(out, c.target, c.total, &entries)
+            }
+            Self::FlushOk { target } => encode_flush_view(out, false, *target),
+            Self::FlushInstall { target } => encode_flush_view(out, true, *target),
         }
     }
 }

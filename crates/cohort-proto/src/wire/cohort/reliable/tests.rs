@@ -244,6 +244,129 @@ fn arb_record() -> impl Strategy<Value = Record> {
     ]
 }
 
+fn arb_view_id() -> impl Strategy<Value = ViewId> {
+    (any::<u64>(), arb_id()).prop_map(|(seq, coordinator)| ViewId { seq, coordinator })
+}
+
+fn arb_flush_record() -> impl Strategy<Value = Record> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            arb_view_id(),
+            0u32..3,
+            proptest::collection::vec((arb_id(), any::<u64>(), any::<u64>()), 0..5)
+        )
+            .prop_map(|(source, target, extra, e)| {
+                let mut out = BytesMut::new();
+                encode_flush_digest(&mut out, source, target, e.len() as u32 + extra, &e);
+                decode_one(out.freeze())
+            }),
+        (
+            arb_view_id(),
+            0u32..3,
+            proptest::collection::vec((arb_id(), any::<u64>(), any::<u64>(), arb_id()), 0..5)
+        )
+            .prop_map(|(target, extra, e)| {
+                let mut out = BytesMut::new();
+                encode_flush_cut(&mut out, target, e.len() as u32 + extra, &e);
+                decode_one(out.freeze())
+            }),
+        arb_view_id().prop_map(|target| Record::FlushOk { target }),
+        arb_view_id().prop_map(|target| Record::FlushInstall { target }),
+    ]
+}
+
+/// One sample of each flush record, as the fuzz seeds hold them.
+fn flush_samples() -> Vec<(&'static str, Bytes)> {
+    let target = ViewId {
+        seq: 8,
+        coordinator: id(2),
+    };
+    let mut digest = BytesMut::new();
+    header(Some(id(2))).encode(&mut digest);
+    encode_flush_digest(
+        &mut digest,
+        7,
+        target,
+        2,
+        &[(id(1), 100, 140), (id(3), 90, 95)],
+    );
+    let mut cut = BytesMut::new();
+    header(None).encode(&mut cut);
+    encode_flush_cut(
+        &mut cut,
+        target,
+        2,
+        &[(id(1), 100, 140, id(1)), (id(3), 90, 97, id(2))],
+    );
+    let mut ok = BytesMut::new();
+    header(Some(id(2))).encode(&mut ok);
+    encode_flush_view(&mut ok, false, target);
+    let mut install = BytesMut::new();
+    header(None).encode(&mut install);
+    encode_flush_view(&mut install, true, target);
+    vec![
+        ("flush_digest", digest.freeze()),
+        ("flush_cut", cut.freeze()),
+        ("flush_ok", ok.freeze()),
+        ("flush_install", install.freeze()),
+    ]
+}
+
+#[test]
+fn flush_records_round_trip_and_refuse_bad_counts() {
+    for (name, d) in flush_samples() {
+        let (h, records) = decode_all(&d).unwrap();
+        assert_eq!(records.len(), 1, "{name}");
+        assert_eq!(datagram(&h, &records), d, "{name}");
+        // Every truncation fails cleanly.
+        for len in HEADER_LEN + 1..d.len() {
+            assert!(decode_all(&d.slice(..len)).is_err(), "{name}: {len} bytes");
+        }
+    }
+    let (_, records) = decode_all(&flush_samples()[1].1).unwrap();
+    let Record::FlushCut(cut) = &records[0] else {
+        panic!("{records:?}")
+    };
+    assert_eq!(cut.total, 2);
+    assert_eq!(
+        cut.entries().collect::<Vec<_>>(),
+        [(id(1), 100, 140, id(1)), (id(3), 90, 97, id(2))]
+    );
+    // A part with more entries than the whole digest has is refused.
+    let mut bad = BytesMut::new();
+    header(None).encode(&mut bad);
+    encode_flush_digest(&mut bad, 1, cut.target, 1, &[]);
+    let len = bad.len();
+    bad[len - 2..].copy_from_slice(&2u16.to_be_bytes());
+    bad.extend_from_slice(&[0; 64]);
+    assert!(decode_all(&bad.freeze()).is_err());
+}
+
+/// Writes the fuzz seeds of the flush records afresh after a format change:
+/// `COHORT_WRITE_SEEDS=1 cargo test -p cohort-proto write_flush_fuzz_seeds`.
+#[test]
+fn write_flush_fuzz_seeds() {
+    if std::env::var_os("COHORT_WRITE_SEEDS").is_none() {
+        return;
+    }
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/cohort_reliable");
+    for (name, d) in flush_samples() {
+        std::fs::write(dir.join(format!("{name}.bin")), &d).unwrap();
+    }
+}
+
+#[test]
+fn the_flush_fuzz_seeds_are_current() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/cohort_reliable");
+    for (name, d) in flush_samples() {
+        let seed = std::fs::read(dir.join(format!("{name}.bin"))).expect("fuzz seed");
+        assert_eq!(seed, &d[..], "{name}: run write_flush_fuzz_seeds");
+    }
+}
+
 fn decode_one(record: Bytes) -> Record {
     let mut out = BytesMut::new();
     header(None).encode(&mut out);
@@ -254,7 +377,7 @@ fn decode_one(record: Bytes) -> Record {
 
 proptest! {
     #[test]
-    fn records_round_trip(records in proptest::collection::vec(arb_record(), 0..6),
+    fn records_round_trip(records in proptest::collection::vec(prop_oneof![arb_record(), arb_flush_record()], 0..6),
                           dest in proptest::option::of(arb_id())) {
         let h = DatagramHeader { dest, ..header(None) };
         let d = datagram(&h, &records);
