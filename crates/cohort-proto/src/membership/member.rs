@@ -70,11 +70,20 @@ pub struct Member {
     pub is_cohort: bool,
 }
 
+/// A member record that decodes but describes a member no one can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidMemberRecord {
+    /// The TCP port is outside 0..=65535.
+    #[error("tcp port {0} out of range")]
+    TcpPortOutOfRange(i32),
+}
+
 impl Member {
     /// Reads a member from its wire record; fails if the record names an impossible port.
-    pub fn from_record(record: &MemberRecord) -> Result<Self, String> {
+    pub fn from_record(record: &MemberRecord) -> Result<Self, InvalidMemberRecord> {
         let port = u16::try_from(record.tcp_port)
-            .map_err(|_| format!("tcp port {} out of range", record.tcp_port))?;
+            .map_err(|_| InvalidMemberRecord::TcpPortOutOfRange(record.tcp_port))?;
         Ok(Self {
             id: MemberId(record.unique_id),
             addr: SocketAddr::new(record.host, port),

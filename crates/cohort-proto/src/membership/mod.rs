@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
-pub use member::{Member, MemberId};
+pub use member::{InvalidMemberRecord, Member, MemberId};
 
 use crate::wire::DecodeError;
 use crate::wire::tribes::{MemberLimits, MemberRecord, SHUTDOWN_COMMAND};
@@ -115,7 +115,7 @@ pub enum DatagramError {
     Malformed(#[from] DecodeError),
     /// The record decodes but describes a member no one can reach.
     #[error("member packet announces an invalid member: {0}")]
-    InvalidMember(String),
+    InvalidMember(#[from] InvalidMemberRecord),
     /// The member belongs to another domain and filtering is on.
     #[error("member of another domain")]
     ForeignDomain,

@@ -154,7 +154,9 @@ fn own_heartbeats_and_garbage_are_ignored_and_counted() {
     bad_port.alive_ms = 1;
     assert!(matches!(
         a.handle_datagram(t0, &bad_port.to_bytes()),
-        Err(DatagramError::InvalidMember(_))
+        Err(DatagramError::InvalidMember(
+            InvalidMemberRecord::TcpPortOutOfRange(70_000)
+        ))
     ));
     let s = a.stats();
     assert_eq!((s.received, s.own, s.malformed, s.accepted), (3, 1, 2, 0));
