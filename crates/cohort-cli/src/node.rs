@@ -203,6 +203,8 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
                         msg.accept();
                     }
                 }
+                // Kinds of event this CLI does not know yet.
+                Some(_) => {}
                 None => break,
             },
             line = lines.next_line(), if stdin_open => match line {

@@ -35,6 +35,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     println!("view {}: {} member(s)", view.id, view.members.len());
                 }
                 Some(Event::Rejoined { new, .. }) => println!("removed; rejoining as {new}"),
+                // Event is non-exhaustive: later versions may add kinds.
+                Some(_) => {}
                 None => break,
             },
             line = lines.next_line() => match line? {

@@ -186,6 +186,7 @@ impl Config {
 
 /// A setting that cannot work. Nothing was started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// Multicast is off and no other discovery source is configured.
     #[error("multicast discovery is off and no initial hosts, gossip router or DNS name is set")]

@@ -9,6 +9,7 @@ use crate::config::ConfigError;
 
 /// The node could not start. Nothing is left running.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Something that happened at a node, in the order it happened.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// A member joined (was heard for the first time). Emitted once per member id.
     MemberAdded(Member),

@@ -19,6 +19,8 @@
 //!         Event::Message(msg) => println!("{}: {:?}", msg.from, msg.data),
 //!         Event::ViewChanged(view) => println!("view {}: {:?}", view.id, view.members),
 //!         Event::Rejoined { old, new } => println!("removed as {old}, back as {new}"),
+//!         // Events, errors, stats and configs are `#[non_exhaustive]`: new kinds may come.
+//!         _ => {}
 //!     }
 //! }
 //! # Ok(()) }

@@ -71,6 +71,7 @@ pub struct SendReport {
 
 /// Counters of a node, for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeStats {
     /// What the heartbeat receiver saw.
     pub membership: MembershipStats,

@@ -41,6 +41,7 @@ pub use cohort_proto::security::{Key, KeyId, Keyring, KeyringError};
 /// Every refusal is counted once, by its reason. The counters are 64-bit and only ever
 /// incremented by one per message, so they cannot wrap in the life of a process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SecurityStats {
     /// Datagrams and stream records sealed.
     pub sealed: u64,

@@ -8,6 +8,7 @@ use crate::wire::tribes::frame::Reply;
 /// A reply came that the connection cannot make sense of. The connection is out of step
 /// and must be closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AckQueueError {
     /// A reply arrived while no frame was waiting for one.
     #[error("unexpected reply: no frame is waiting for an acknowledgement")]

@@ -4,6 +4,7 @@ use std::fmt;
 
 /// Why a destination did not acknowledge a message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FailureReason {
     /// No connection could be made.
     Connect(String),

@@ -92,6 +92,7 @@ pub enum MembershipEvent {
 
 /// Counters of what the membership receiver saw, for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MembershipStats {
     /// Datagrams handled.
     pub received: u64,
@@ -109,6 +110,7 @@ pub struct MembershipStats {
 
 /// Why a datagram was not accepted. Each case is counted in [`MembershipStats`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DatagramError {
     /// It is not a valid member record.
     #[error("malformed member packet: {0}")]

@@ -57,6 +57,7 @@ impl SendOpts {
 
 /// Why a send was refused. Nothing was sent and nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The flow-control window (or retransmit buffer bound) is full: try again after
     /// [`ReliableEvent::CreditAvailable`] for this destination.
@@ -86,6 +87,7 @@ pub enum SendError {
 /// Why a received datagram was dropped. It is counted in [`ReliableStats::malformed`];
 /// nothing else changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DatagramError {
     /// The bytes are not a valid reliable datagram (records before the bad one were
     /// processed).
@@ -132,6 +134,7 @@ pub enum ReliableEvent {
 
 /// Counters and gauges, for metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReliableStats {
     /// Messages delivered to the application (fragmented ones once).
     pub delivered: u64,

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 /// Why a packet or frame could not be decoded. The input is dropped; nothing else changes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The input ended before a field it declares.
     #[error("truncated: {field} needs {needed} bytes at offset {offset}, only {available} left")]

@@ -15,6 +15,7 @@ use super::Candidates;
 
 /// Which records name the members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DnsRecord {
     /// A/AAAA records; each address is tried on ports `first..=last`.
     A {

@@ -155,6 +155,7 @@ impl ReliableChannelConfig {
 
 /// The channel could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReliableStartError {
     /// The protocol settings are invalid.
     #[error(transparent)]
@@ -197,6 +198,7 @@ const MAX_SEALED_PLAINTEXT: usize = 65_507 - cohort_proto::security::OVERHEAD;
 
 /// A send was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReliableSendError {
     /// The protocol refused it (too large, not in a view, unknown member).
     #[error(transparent)]
@@ -208,6 +210,7 @@ pub enum ReliableSendError {
 
 /// Counters of a channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReliableChannelStats {
     /// The protocol's counters.
     pub core: ReliableStats,

@@ -55,6 +55,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Counters of the TCP transport (all zero over UDP).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TcpStats {
     /// Connections that completed the hello exchange, reconnections included.
     pub connected: u64,

@@ -103,6 +103,7 @@ pub enum GroupEvent {
 
 /// Counters of the group protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupStats {
     /// Views installed here.
     pub views_installed: u64,
