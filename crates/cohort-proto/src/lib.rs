@@ -20,6 +20,8 @@
 //!   (SPEC §7).
 //! - [`reliable`]: reliable ordered multicast and unicast over datagrams: NAKs,
 //!   stability, credit-based flow control, fragmentation, bundling (SPEC §5).
+//! - [`total`]: total-order multicast through a sequencer, on top of the reliable layer
+//!   (SPEC §6).
 //! - [`security`]: cluster-key mode: every cohort datagram and stream sealed with a shared
 //!   key (XChaCha20-Poly1305), with a per-sender replay window (SPEC §8).
 //!
@@ -34,6 +36,7 @@ pub mod group;
 pub mod membership;
 pub mod reliable;
 pub mod security;
+pub mod total;
 pub mod wire;
 
 pub use membership::{

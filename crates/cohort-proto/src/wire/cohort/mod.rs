@@ -11,6 +11,7 @@
 pub mod reliable;
 pub mod router;
 pub mod stream;
+pub mod total;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
