@@ -178,8 +178,9 @@ fn random_faults_keep_views_consistent_and_heal() {
     // GROUP_SIM_BASE moves the window of seeds explored; GROUP_SIM_RUNS=1000 explores more
     // seeds (CI runs 12).
     // 2092363: a member that never received the view it was in was the one to decide on
-    // the dead coordinator, and nobody passed it the view.
-    for s in seeds(100, 12, &[2_092_363]) {
+    // the dead coordinator, and nobody passed it the view. 3014398: the one to decide was
+    // in another group, whose answers did not count as its leaving ours.
+    for s in seeds(100, 12, &[2_092_363, 3_014_398]) {
         let mut sim = Sim::new(s, 12, lossy(0.05), GroupConfig::default());
         sim.start_all();
         let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(s);

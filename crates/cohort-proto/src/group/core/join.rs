@@ -153,9 +153,15 @@ impl Group {
                     let majority = u64::from(size) * 2 > view.members.len() as u64;
                     let ours = view.coordinator().is_some_and(|c| c.id == from.id);
                     if !newer {
-                        // A probe of our own view or an older one: sent before that view
-                        // reached its coordinator's probe list, or to an earlier
-                        // incarnation of ours. Not evidence of anything.
+                        if view_id.coordinator == view.id.coordinator {
+                            // A view of our own group, ours or an older one: a probe sent
+                            // before that view reached its coordinator's probe list, or a
+                            // member that has not caught up yet. Not evidence of anything.
+                            return;
+                        }
+                        // It is in another group, no newer than ours, that does not count
+                        // us: it split off from ours. Its own word, like a leave.
+                        self.handle_gone(from.id, now);
                         return;
                     }
                     if ours || majority {
