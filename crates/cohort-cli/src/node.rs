@@ -133,40 +133,37 @@ impl NodeArgs {
                 })
             }
         };
-        Ok(cohort::DiscoveryConfig {
-            multicast: !self.no_multicast,
-            initial_hosts: self.initial_hosts.clone(),
-            routers: self.router.clone(),
-            dns,
-            ..cohort::DiscoveryConfig::default()
-        })
+        Ok(cohort::DiscoveryConfig::default()
+            .multicast(!self.no_multicast)
+            .initial_hosts(self.initial_hosts.clone())
+            .routers(self.router.clone())
+            .dns(dns))
     }
 
     pub(crate) fn config(&self) -> Result<Config, String> {
-        Ok(Config {
-            domain: self.domain.clone().into(),
-            payload: self.payload.clone().into(),
-            bind: self.bind,
-            port: self.port,
-            multicast: MulticastConfig {
-                group: self.mcast_group,
-                port: self.mcast_port,
-                interface: self.mcast_interface,
-                ttl: self.ttl,
-            },
-            heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
-            drop_time: Duration::from_millis(self.drop_time_ms),
-            ack_timeout: Duration::from_millis(self.ack_timeout_ms),
-            domain_filter: !self.no_domain_filter,
-            group: cohort::GroupConfig {
-                suspect_after: Duration::from_millis(self.suspect_ms),
-                host_check: self.host_check,
-                ..cohort::GroupConfig::default()
-            },
-            discovery: self.discovery()?,
-            keyring: self.key_file.as_deref().map(read_key_file).transpose()?,
-            ..Config::default()
-        })
+        Ok(Config::default()
+            .domain(self.domain.clone())
+            .payload(self.payload.clone())
+            .bind(self.bind)
+            .port(self.port)
+            .multicast(
+                MulticastConfig::default()
+                    .group(self.mcast_group)
+                    .port(self.mcast_port)
+                    .interface(self.mcast_interface)
+                    .ttl(self.ttl),
+            )
+            .heartbeat_interval(Duration::from_millis(self.heartbeat_ms))
+            .drop_time(Duration::from_millis(self.drop_time_ms))
+            .ack_timeout(Duration::from_millis(self.ack_timeout_ms))
+            .domain_filter(!self.no_domain_filter)
+            .group(
+                cohort::GroupConfig::default()
+                    .suspect_after(Duration::from_millis(self.suspect_ms))
+                    .host_check(self.host_check),
+            )
+            .discovery(self.discovery()?)
+            .keyring(self.key_file.as_deref().map(read_key_file).transpose()?))
     }
 }
 

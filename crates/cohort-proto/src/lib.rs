@@ -36,6 +36,7 @@ pub mod group;
 pub mod membership;
 pub mod reliable;
 pub mod security;
+mod setters;
 pub mod total;
 pub mod wire;
 

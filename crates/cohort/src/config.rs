@@ -11,6 +11,7 @@ use crate::discovery::DiscoveryConfig;
 /// Everything a node needs to start. `Config::default()` is a working single-machine
 /// setup: Tribes' multicast group and timings, a receiver on 127.0.0.1 from port 4000 up.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// The cluster name. Members of other domains are ignored when
     /// [`domain_filter`](Self::domain_filter) is on. Default: empty (Tribes' default).
@@ -80,6 +81,7 @@ pub struct Config {
 
 /// Multicast group settings for discovery and heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MulticastConfig {
     /// The group. Default: 228.0.0.4 (Tribes).
     pub group: Ipv4Addr,
@@ -211,3 +213,32 @@ pub enum ConfigError {
     #[error("drop_time must be longer than heartbeat_interval")]
     DropTimeTooShort,
 }
+
+cohort_proto::config_setters!(Config {
+    [into] domain: Bytes,
+    [into] payload: Bytes,
+    [into] bind: IpAddr,
+    port: u16,
+    port_range: u16,
+    multicast: MulticastConfig,
+    heartbeat_interval: Duration,
+    drop_time: Duration,
+    domain_filter: bool,
+    ack_timeout: Duration,
+    retries: u32,
+    connect_timeout: Duration,
+    max_message_size: usize,
+    max_in_flight_per_member: usize,
+    busy_poll: Duration,
+    event_capacity: usize,
+    group: GroupConfig,
+    discovery: DiscoveryConfig,
+    [into] keyring: Option<crate::Keyring>,
+});
+
+cohort_proto::config_setters!(MulticastConfig {
+    group: Ipv4Addr,
+    port: u16,
+    [into] interface: Option<Ipv4Addr>,
+    ttl: u32,
+});

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cohort_proto::channel::{Delivery, FailureReason, NextStep};
-use cohort_proto::group::{Group, GroupConfig, GroupMember, View};
+use cohort_proto::group::{Group, GroupMember, View};
 use cohort_proto::membership::MembershipStats;
 use cohort_proto::wire::tribes::{COHORT_COMMAND, MemberRecord, SendOptions};
 use cohort_proto::{Member, MemberId, Membership, MembershipConfig};
@@ -171,10 +171,7 @@ impl Node {
         let (heartbeat_tx, heartbeat_rx) = mpsc::channel(4);
         let (group_tx, group_rx) = mpsc::channel(4);
         let group_core = Group::new(
-            GroupConfig {
-                cluster: config.domain.clone(),
-                ..config.group.clone()
-            },
+            config.group.clone().cluster(config.domain.clone()),
             GroupMember {
                 id,
                 addr: local.addr,
@@ -183,12 +180,10 @@ impl Node {
             rng.next_u64(),
         );
         let core = Membership::new(
-            MembershipConfig {
-                frequency: config.heartbeat_interval,
-                drop_time: config.drop_time,
-                domain_filter: config.domain_filter,
-                ..MembershipConfig::default()
-            },
+            MembershipConfig::default()
+                .frequency(config.heartbeat_interval)
+                .drop_time(config.drop_time)
+                .domain_filter(config.domain_filter),
             record,
             std::time::Instant::now(),
         );

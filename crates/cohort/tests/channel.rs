@@ -16,19 +16,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 fn config(mcast_port: u16) -> Config {
-    Config {
-        domain: Bytes::from(format!("test-{mcast_port}")),
-        port: 0,
-        multicast: MulticastConfig {
-            port: mcast_port,
-            interface: Some(Ipv4Addr::LOCALHOST),
-            ..MulticastConfig::default()
-        },
-        heartbeat_interval: Duration::from_millis(100),
-        drop_time: Duration::from_millis(600),
-        ack_timeout: Duration::from_millis(500),
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from(format!("test-{mcast_port}")))
+        .port(0)
+        .multicast(
+            MulticastConfig::default()
+                .port(mcast_port)
+                .interface(Some(Ipv4Addr::LOCALHOST)),
+        )
+        .heartbeat_interval(Duration::from_millis(100))
+        .drop_time(Duration::from_millis(600))
+        .ack_timeout(Duration::from_millis(500))
 }
 
 async fn next_added(events: &mut Events) -> Member {

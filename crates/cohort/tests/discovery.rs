@@ -18,17 +18,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 fn unicast(port: u16, domain: &str, discovery: DiscoveryConfig) -> Config {
-    Config {
-        domain: Bytes::from(domain.to_owned()),
-        port,
-        port_range: 9,
-        discovery: DiscoveryConfig {
-            multicast: false,
-            probe_interval: Duration::from_millis(500),
-            ..discovery
-        },
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from(domain.to_owned()))
+        .port(port)
+        .port_range(9)
+        .discovery(
+            discovery
+                .multicast(false)
+                .probe_interval(Duration::from_millis(500)),
+        )
 }
 
 /// Waits until every one of `nodes` has the same view, listing exactly them (by their
@@ -54,10 +52,7 @@ async fn wait_for_common_view(nodes: &[&Node], limit: Duration) {
 #[tokio::test]
 async fn static_initial_hosts_with_a_port_range_form_one_group() {
     let hosts: Vec<HostPorts> = vec!["127.0.0.1:27930-27934".parse().unwrap()];
-    let discovery = DiscoveryConfig {
-        initial_hosts: hosts,
-        ..DiscoveryConfig::default()
-    };
+    let discovery = DiscoveryConfig::default().initial_hosts(hosts);
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let (node, _events) = Node::start(unicast(27930, "static", discovery.clone()))
@@ -107,10 +102,7 @@ async fn members_find_each_other_through_routers_and_survive_router_failures() {
     let r2_addr: SocketAddr = "127.0.0.1:27951".parse().unwrap();
     let r1 = tokio::spawn(Router::bind(r1_addr).await.unwrap().run());
     let r2 = tokio::spawn(Router::bind(r2_addr).await.unwrap().run());
-    let discovery = DiscoveryConfig {
-        routers: vec![r1_addr, r2_addr],
-        ..DiscoveryConfig::default()
-    };
+    let discovery = DiscoveryConfig::default().routers(vec![r1_addr, r2_addr]);
     let (a, _ae) = Node::start(unicast(27960, "routed", discovery.clone()))
         .await
         .unwrap();

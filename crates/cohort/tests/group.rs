@@ -16,16 +16,14 @@ use cohort::{Config, Event, MemberId, MulticastConfig, Node};
 use tokio::time::{Instant, timeout};
 
 fn config(mcast_port: u16) -> Config {
-    Config {
-        domain: Bytes::from(format!("group-test-{mcast_port}")),
-        port: 0,
-        multicast: MulticastConfig {
-            port: mcast_port,
-            interface: Some(Ipv4Addr::LOCALHOST),
-            ..MulticastConfig::default()
-        },
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from(format!("group-test-{mcast_port}")))
+        .port(0)
+        .multicast(
+            MulticastConfig::default()
+                .port(mcast_port)
+                .interface(Some(Ipv4Addr::LOCALHOST)),
+        )
 }
 
 #[tokio::test]

@@ -22,36 +22,32 @@ use tokio::time::Instant;
 const RELEASE_LIMIT: Duration = Duration::from_secs(5);
 
 fn multicast_config(mcast_port: u16) -> Config {
-    Config {
-        domain: Bytes::from(format!("lifecycle-{mcast_port}")),
-        port: 0,
-        multicast: MulticastConfig {
-            port: mcast_port,
-            interface: Some(Ipv4Addr::LOCALHOST),
-            ..MulticastConfig::default()
-        },
-        heartbeat_interval: Duration::from_millis(100),
-        drop_time: Duration::from_millis(600),
-        ack_timeout: Duration::from_millis(500),
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from(format!("lifecycle-{mcast_port}")))
+        .port(0)
+        .multicast(
+            MulticastConfig::default()
+                .port(mcast_port)
+                .interface(Some(Ipv4Addr::LOCALHOST)),
+        )
+        .heartbeat_interval(Duration::from_millis(100))
+        .drop_time(Duration::from_millis(600))
+        .ack_timeout(Duration::from_millis(500))
 }
 
 /// A node that hears heartbeats on its own address over UDP (no multicast), so it holds
 /// a TCP and a UDP socket on that address. Its one initial host is a loopback port
 /// nothing listens on.
 fn unicast_config(port: u16) -> Config {
-    Config {
-        domain: Bytes::from_static(b"lifecycle-unicast"),
-        port,
-        port_range: 0,
-        discovery: DiscoveryConfig {
-            multicast: false,
-            initial_hosts: vec!["127.0.0.1:46709".parse().unwrap()],
-            ..DiscoveryConfig::default()
-        },
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from_static(b"lifecycle-unicast"))
+        .port(port)
+        .port_range(0)
+        .discovery(
+            DiscoveryConfig::default()
+                .multicast(false)
+                .initial_hosts(vec!["127.0.0.1:46709".parse().unwrap()]),
+        )
 }
 
 fn tcp_free(addr: SocketAddr) -> bool {

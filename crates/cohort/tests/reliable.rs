@@ -286,16 +286,16 @@ async fn tcp_channels_follow_the_group_views_of_nodes() {
 /// on `transport`: a node that joins later is heard by the others.
 async fn follow_node_views(transport: Transport, first_port: u16, discovery_port: u16) {
     let domain = bytes::Bytes::from(format!("reliable-test-{discovery_port}"));
-    let config = |port: u16| cohort::Config {
-        domain: domain.clone(),
-        port,
-        port_range: 1,
-        multicast: cohort::MulticastConfig {
-            port: discovery_port,
-            interface: Some(Ipv4Addr::LOCALHOST),
-            ..cohort::MulticastConfig::default()
-        },
-        ..cohort::Config::default()
+    let config = |port: u16| {
+        cohort::Config::default()
+            .domain(domain.clone())
+            .port(port)
+            .port_range(1)
+            .multicast(
+                cohort::MulticastConfig::default()
+                    .port(discovery_port)
+                    .interface(Some(Ipv4Addr::LOCALHOST)),
+            )
     };
     let reliable = || ReliableChannelConfig {
         transport,

@@ -28,17 +28,15 @@ fn key(n: u8) -> Key {
 }
 
 fn config(mcast_port: u16, keyring: Option<Keyring>) -> Config {
-    Config {
-        domain: Bytes::from(format!("security-test-{mcast_port}")),
-        port: 0,
-        multicast: MulticastConfig {
-            port: mcast_port,
-            interface: Some(Ipv4Addr::LOCALHOST),
-            ..MulticastConfig::default()
-        },
-        keyring,
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from(format!("security-test-{mcast_port}")))
+        .port(0)
+        .multicast(
+            MulticastConfig::default()
+                .port(mcast_port)
+                .interface(Some(Ipv4Addr::LOCALHOST)),
+        )
+        .keyring(keyring)
 }
 
 fn security(node: &Node) -> SecurityStats {
@@ -445,18 +443,18 @@ async fn a_keyed_router_serves_key_holders_only() {
         .with_keyring(ring.clone());
     let router_security = router.security().unwrap().clone();
     let router_task = tokio::spawn(router.run());
-    let unicast = |port: u16, keyring: Option<Keyring>| Config {
-        domain: Bytes::from_static(b"security-routed"),
-        port,
-        port_range: 9,
-        discovery: DiscoveryConfig {
-            multicast: false,
-            routers: vec![router_addr],
-            probe_interval: Duration::from_millis(500),
-            ..DiscoveryConfig::default()
-        },
-        keyring,
-        ..Config::default()
+    let unicast = |port: u16, keyring: Option<Keyring>| {
+        Config::default()
+            .domain(Bytes::from_static(b"security-routed"))
+            .port(port)
+            .port_range(9)
+            .discovery(
+                DiscoveryConfig::default()
+                    .multicast(false)
+                    .routers(vec![router_addr])
+                    .probe_interval(Duration::from_millis(500)),
+            )
+            .keyring(keyring)
     };
     let (a, _a_events) = Node::start(unicast(27810, Some(ring.clone())))
         .await

@@ -17,17 +17,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every perf node's configuration: cluster `domain`, an ephemeral TCP port, multicast on
 /// `mcast_port` via 127.0.0.1, the given `busy_poll`, Tribes' default timings.
 pub(super) fn perf_config(domain: &str, mcast_port: u16, busy_poll: Duration) -> Config {
-    Config {
-        domain: Bytes::from(domain.to_owned()),
-        port: 0,
-        multicast: MulticastConfig {
-            port: mcast_port,
-            interface: Some(Ipv4Addr::LOCALHOST),
-            ..MulticastConfig::default()
-        },
-        busy_poll,
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from(domain.to_owned()))
+        .port(0)
+        .multicast(
+            MulticastConfig::default()
+                .port(mcast_port)
+                .interface(Some(Ipv4Addr::LOCALHOST)),
+        )
+        .busy_poll(busy_poll)
 }
 
 /// Starts a node and measures how long until its first heartbeat left.

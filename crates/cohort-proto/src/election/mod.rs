@@ -67,6 +67,7 @@ pub enum ElectionEvent {
 
 /// The ensemble and the timing of one server's election.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ElectionConfig {
     /// This server's sid.
     pub sid: Sid,
@@ -123,3 +124,15 @@ impl ElectionConfig {
         self.voters.len() / 2 + 1
     }
 }
+
+crate::config_setters!(ElectionConfig {
+    sid: Sid,
+    voters: BTreeSet<Sid>,
+    observers: BTreeSet<Sid>,
+    [into] config: Bytes,
+    finalize_wait: Duration,
+    min_notification_interval: Duration,
+    max_notification_interval: Duration,
+    leader_heartbeat_interval: Duration,
+    leader_silence_timeout: Duration,
+});

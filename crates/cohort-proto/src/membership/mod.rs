@@ -30,6 +30,7 @@ use crate::wire::tribes::{MemberLimits, MemberRecord, SHUTDOWN_COMMAND};
 
 /// Settings of the heartbeat protocol. `Default` gives Tribes' values.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MembershipConfig {
     /// How often the local member is multicast. Tribes: 500 ms.
     pub frequency: Duration,
@@ -406,3 +407,10 @@ pub fn receiver_addr(record: &MemberRecord) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests;
+
+crate::config_setters!(MembershipConfig {
+    frequency: Duration,
+    drop_time: Duration,
+    domain_filter: bool,
+    limits: MemberLimits,
+});

@@ -31,6 +31,7 @@ pub use hosts::{HostPorts, ParseHostPortsError};
 
 /// How nodes find each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DiscoveryConfig {
     /// Multicast heartbeats (Tribes' way, and the default). Off: unicast heartbeats to the
     /// addresses the other sources name.
@@ -117,3 +118,11 @@ pub(crate) fn start(
     }
     tasks
 }
+
+cohort_proto::config_setters!(DiscoveryConfig {
+    multicast: bool,
+    initial_hosts: Vec<HostPorts>,
+    routers: Vec<SocketAddr>,
+    [into] dns: Option<DnsDiscovery>,
+    probe_interval: Duration,
+});

@@ -36,6 +36,7 @@ use crate::lifecycle::Tasks;
 
 /// How to start a voter.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ElectionOptions {
     /// This server's sid (ZooKeeper's `myid`).
     pub sid: Sid,
@@ -276,3 +277,11 @@ impl Election {
         self.driver.task.join_all().await;
     }
 }
+
+cohort_proto::config_setters!(ElectionOptions {
+    sid: Sid,
+    voters: BTreeMap<Sid, SocketAddr>,
+    quorum_ports: BTreeMap<Sid, u16>,
+    zxid: i64,
+    timing: ElectionConfig,
+});

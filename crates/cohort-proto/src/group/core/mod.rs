@@ -20,6 +20,7 @@ use crate::wire::cohort::{GroupLimits, GroupMessage, GroupPacket};
 /// Settings of the group protocol. `Default` gives cohort's defaults, chosen so that a hung
 /// member is removed within 3 s and a crashed one within a round trip (see SPEC §4).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupConfig {
     /// The cluster name. Join requests of other clusters are ignored.
     pub cluster: Bytes,
@@ -590,3 +591,21 @@ impl std::fmt::Debug for Group {
             .finish()
     }
 }
+
+crate::config_setters!(GroupConfig {
+    [into] cluster: Bytes,
+    discovery_wait: Duration,
+    join_retry: Duration,
+    batch_delay: Duration,
+    install_retry: Duration,
+    install_timeout: Duration,
+    suspect_after: Duration,
+    suspect_resend: Duration,
+    accusation_ttl: Duration,
+    witnesses: usize,
+    tick: Duration,
+    starvation_threshold: Duration,
+    probe_interval: Duration,
+    host_check: bool,
+    limits: GroupLimits,
+});
