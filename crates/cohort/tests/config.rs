@@ -41,6 +41,9 @@ fn election_options_take_their_timing_through_setters() {
             .leader_silence_timeout(Duration::from_secs(9)),
     );
     assert_eq!(options.zxid, 7);
-    assert_eq!(options.timing.leader_silence_timeout, Duration::from_secs(9));
+    assert_eq!(
+        options.timing.leader_silence_timeout,
+        Duration::from_secs(9)
+    );
     assert_eq!(options.voters.get(&1), Some(&addr));
 }
