@@ -14,7 +14,7 @@
 use bytes::BytesMut;
 use cohort_proto::security::{
     GuardConfig, Key, Keyring, MAX_RECORD_PLAINTEXT, OVERHEAD, Origin, Purpose,
-    RECORD_PREFIX_LEN, ReplayGuard, Sealer, StreamOpener, open_datagram,
+    RECORD_PREFIX_LEN, ReplayGuard, Sealer, SenderKeys, StreamOpener, open_datagram,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -25,11 +25,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let ring = Keyring::new(Key::from_bytes([7; 32]));
-    let mut guard = ReplayGuard::new(GuardConfig::default(), Origin([1; 8]));
+    let mut guard = ReplayGuard::new(GuardConfig::default(), Origin([1; 12]));
+    let mut keys = SenderKeys::default();
     match mode % 3 {
         0 => {
-            assert!(open_datagram(&ring, &mut guard, Purpose::ReliableDatagram, NOW, rest).is_err());
+            assert!(open_datagram(&ring, &mut keys, &mut guard, Purpose::ReliableDatagram, NOW, rest).is_err());
             assert_eq!(guard.senders(), 0);
+            assert!(keys.is_empty(), "a forged message left a sender key behind");
         }
         1 => {
             let Some((&chunk, stream)) = rest.split_first() else {
@@ -58,18 +60,18 @@ fuzz_target!(|data: &[u8]| {
             let at = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
             let plaintext = &rest[2..];
             let mut sealed = BytesMut::new();
-            Sealer::new(Origin([2; 8]), 0)
+            Sealer::new(Origin([2; 12]), 0)
                 .seal(&ring, Purpose::ReliableDatagram, NOW, plaintext, &mut sealed)
                 .unwrap();
             if at / 8 < sealed.len() {
                 let mut flipped = sealed.clone();
                 flipped[at / 8] ^= 1 << (at % 8);
-                assert!(open_datagram(&ring, &mut guard, Purpose::ReliableDatagram, NOW, &flipped).is_err());
+                assert!(open_datagram(&ring, &mut keys, &mut guard, Purpose::ReliableDatagram, NOW, &flipped).is_err());
                 assert_eq!(guard.senders(), 0);
             }
-            let opened = open_datagram(&ring, &mut guard, Purpose::ReliableDatagram, NOW, &sealed).unwrap();
+            let opened = open_datagram(&ring, &mut keys, &mut guard, Purpose::ReliableDatagram, NOW, &sealed).unwrap();
             assert_eq!(&opened[..], plaintext);
-            assert!(open_datagram(&ring, &mut guard, Purpose::ReliableDatagram, NOW, &sealed).is_err());
+            assert!(open_datagram(&ring, &mut keys, &mut guard, Purpose::ReliableDatagram, NOW, &sealed).is_err());
         }
     }
 });

@@ -1,7 +1,7 @@
 //! Cost of cluster-key sealing, against copying the same bytes in the same run.
 //!
 //! - `copy/<size>`: copying the payload into a fresh buffer (what any send path does).
-//! - `seal/<size>`: `Sealer::seal` (XChaCha20-Poly1305) into a fresh buffer.
+//! - `seal/<size>`: `Sealer::seal` (AES-256-GCM under the sender key) into a fresh buffer.
 //! - `open/<size>`: `open_datagram_in_place` of a sealed datagram, replay guard included
 //!   (each message a new counter of one sender, as a stream of datagrams arrives).
 //!
@@ -15,7 +15,8 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use cohort_proto::security::{
-    GuardConfig, Key, Keyring, Origin, Purpose, ReplayGuard, Sealer, open_datagram_in_place,
+    GuardConfig, Key, Keyring, Origin, Purpose, ReplayGuard, Sealer, SenderKeys,
+    open_datagram_in_place,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -34,7 +35,7 @@ fn bench(c: &mut Criterion) {
                 black_box(out)
             })
         });
-        let mut sealer = Sealer::new(Origin([1; 8]), 0);
+        let mut sealer = Sealer::new(Origin([1; 12]), 0);
         g.bench_function("seal", |b| {
             b.iter(|| {
                 let mut out = BytesMut::with_capacity(size + 64);
@@ -50,8 +51,9 @@ fn bench(c: &mut Criterion) {
                 black_box(out)
             })
         });
-        let mut sealer = Sealer::new(Origin([2; 8]), 0);
-        let mut guard = ReplayGuard::new(GuardConfig::default(), Origin([3; 8]));
+        let mut sealer = Sealer::new(Origin([2; 12]), 0);
+        let mut guard = ReplayGuard::new(GuardConfig::default(), Origin([3; 12]));
+        let mut keys = SenderKeys::default();
         g.bench_function("open", |b| {
             b.iter_batched(
                 || {
@@ -64,6 +66,7 @@ fn bench(c: &mut Criterion) {
                 |mut sealed| {
                     open_datagram_in_place(
                         &ring,
+                        &mut keys,
                         &mut guard,
                         Purpose::ReliableDatagram,
                         NOW,

@@ -91,7 +91,6 @@ impl Sender {
             warn!("heartbeat not sent: cannot seal it");
             return;
         };
-        let datagram = &datagram[..];
         match &self.beacon {
             Beacon::Multicast(group) => {
                 if let Err(e) = socket.send_to(datagram, *group).await {
@@ -141,7 +140,7 @@ pub(crate) async fn run(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let opener = DatagramOpen::new(shared.security.as_ref(), Purpose::Heartbeat);
+    let mut opener = DatagramOpen::new(shared.security.as_ref(), Purpose::Heartbeat);
     let mut sender = Sender {
         beacon,
         seal: DatagramSeal::new(shared.security.as_ref(), Purpose::Heartbeat),

@@ -21,7 +21,6 @@
 //! The layers above (membership, group, reliable) see plaintext and never know whether it
 //! was sealed. The election mesh (ZooKeeper's format) is not sealed yet.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use cohort_proto::MemberId;
 use cohort_proto::security::{
     self as proto, GuardConfig, OpenError, Origin, Purpose, ReplayGuard, SealError, Sealer,
-    StreamOpener, StreamSealer,
+    SenderKeys, StreamOpener, StreamSealer,
 };
 use tracing::debug;
 
@@ -250,6 +249,11 @@ fn now_ms() -> u64 {
 pub(crate) struct DatagramSeal {
     keyed: Option<(Security, Sealer)>,
     purpose: Purpose,
+    /// The last datagram sealed, reused for the next one: sealing allocates nothing.
+    sealed: BytesMut,
+    /// The plaintext `sealed` holds (kept alive, so its address names it; see
+    /// [`seal_bytes`](Self::seal_bytes)).
+    last: Option<Bytes>,
 }
 
 impl DatagramSeal {
@@ -257,33 +261,52 @@ impl DatagramSeal {
         Self {
             keyed: security.map(|s| (s.clone(), Sealer::new(s.inner.origin, s.serial()))),
             purpose,
+            sealed: BytesMut::new(),
+            last: None,
         }
     }
 
-    /// The datagram to send for `plain`: itself without a key, else sealed. `None` if it
-    /// must not be sent (the sealer is used up; counted).
-    pub(crate) fn seal<'a>(&mut self, plain: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+    /// The datagram to send for `plain`: itself without a key, else sealed (into a buffer
+    /// this holds until the next call). `None` if it must not be sent (the sealer is used
+    /// up; counted).
+    pub(crate) fn seal<'a>(&'a mut self, plain: &'a [u8]) -> Option<&'a [u8]> {
+        self.last = None;
         let Some((security, sealer)) = &mut self.keyed else {
-            return Some(Cow::Borrowed(plain));
+            return Some(plain);
         };
-        let mut out = BytesMut::with_capacity(plain.len() + proto::OVERHEAD);
-        let result = sealer.seal(&security.ring(), self.purpose, now_ms(), plain, &mut out);
-        security
-            .sealed(result, 1)
-            .ok()
-            .map(|()| Cow::Owned(out.into()))
+        self.sealed.clear();
+        let result = sealer.seal(
+            &security.ring(),
+            self.purpose,
+            now_ms(),
+            plain,
+            &mut self.sealed,
+        );
+        security.sealed(result, 1).ok().map(|()| &self.sealed[..])
     }
-}
 
-impl DatagramSeal {
-    /// [`seal`](Self::seal) for a datagram held in [`Bytes`]: without a key, the same
-    /// bytes (no copy).
-    pub(crate) fn seal_bytes(&mut self, plain: &Bytes) -> Option<Bytes> {
+    /// [`seal`](Self::seal) for a datagram held in [`Bytes`]: the fan-out copies of one
+    /// datagram (the same `Bytes`, one after the other) are sealed once.
+    pub(crate) fn seal_bytes<'a>(&'a mut self, plain: &'a Bytes) -> Option<&'a [u8]> {
         if self.keyed.is_none() {
-            return Some(plain.clone());
+            return Some(plain);
         }
-        self.seal(plain)
-            .map(|sealed| Bytes::from(sealed.into_owned()))
+        let repeat = self
+            .last
+            .as_ref()
+            .is_some_and(|last| last.as_ptr() == plain.as_ptr() && last.len() == plain.len());
+        if repeat {
+            return Some(&self.sealed[..]);
+        }
+        self.seal(plain)?;
+        self.last = Some(plain.clone());
+        Some(&self.sealed[..])
+    }
+
+    /// Lets go of the last plaintext [`seal_bytes`](Self::seal_bytes) sealed (so its
+    /// buffer can be reused); its next call seals anew.
+    pub(crate) fn forget_last(&mut self) {
+        self.last = None;
     }
 }
 
@@ -291,6 +314,8 @@ impl DatagramSeal {
 pub(crate) struct DatagramOpen {
     security: Option<Security>,
     purpose: Purpose,
+    /// The senders' keys, derived once per sender (this socket's own: no lock).
+    keys: SenderKeys,
 }
 
 impl DatagramOpen {
@@ -298,24 +323,27 @@ impl DatagramOpen {
         Self {
             security: security.cloned(),
             purpose,
+            keys: SenderKeys::default(),
         }
     }
 
     /// The plaintext of a received datagram (the datagram itself without a key), or
-    /// `None` if it is refused (counted).
-    pub(crate) fn open(&self, mut datagram: BytesMut) -> Option<Bytes> {
+    /// `None` if it is refused (counted). Decrypts in place, in `datagram`'s buffer.
+    pub(crate) fn open(&mut self, mut datagram: BytesMut) -> Option<Bytes> {
         let Some(security) = &self.security else {
             return Some(datagram.freeze());
         };
-        let result = proto::open_datagram_in_place(
+        // The tag is checked under the keyring's read lock only; the replay guard, shared
+        // by every socket and connection of the node, is locked for its check alone.
+        let result = proto::open_message(
             &security.ring(),
-            &mut security.guard(),
+            &mut self.keys,
             self.purpose,
-            now_ms(),
             &mut datagram,
-        );
+        )
+        .and_then(|opened| security.guard().accept_opened(&opened, now_ms()));
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 bump(&security.inner.counters.opened, 1);
                 Some(datagram.freeze())
             }
@@ -403,7 +431,12 @@ impl StreamOpen {
         let Some((security, opener)) = &mut self.keyed else {
             return Ok(());
         };
-        match opener.open(&security.ring(), &mut security.guard(), now_ms(), plain) {
+        let ring = security.ring();
+        let result = opener.open_with(&ring, plain, |opened| {
+            security.guard().accept_opened(opened, now_ms())
+        });
+        drop(ring);
+        match result {
             Ok(records) => {
                 bump(&security.inner.counters.opened, records as u64);
                 Ok(())

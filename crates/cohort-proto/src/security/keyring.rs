@@ -1,21 +1,34 @@
 //! Cluster keys and the keyring that holds them.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ring::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+use ring::{hkdf, hmac};
 use zeroize::Zeroizing;
 
-/// Bytes of a cluster key (XChaCha20-Poly1305 takes 256-bit keys).
+use super::Origin;
+
+/// Bytes of a cluster key (256 bits).
 pub const KEY_LEN: usize = 32;
 
-/// The nonce under which a key's [`KeyId`] is derived. No sealed message uses it: their
-/// nonces start with a sender origin, and this is the only nonce spelled in ASCII text.
-const KEY_ID_NONCE: [u8; 24] = *b"cohort key id, version 1";
+/// What a key's [`KeyId`] is the HMAC-SHA256 of, under the key.
+const KEY_ID_LABEL: &[u8] = b"cohort key id, format 2";
 
-/// The name of a key on the wire: the first four bytes of the Poly1305 tag of an empty
-/// message under the key and a fixed nonce, so it reveals nothing about the key and two
-/// nodes with the same key always agree on it.
+/// The HKDF-SHA256 salt under which a cluster key is extracted into the secret that the
+/// senders' keys are expanded from (format 2 of sealed messages).
+const SENDER_KEY_SALT: &[u8] = b"cohort sealed messages, format 2";
+
+/// The HKDF info in front of the sender's origin when a sender key is expanded.
+const SENDER_KEY_INFO: &[u8] = b"cohort sender key";
+
+/// Numbers the keys installed in any ring of this process, so that a cache of derived
+/// keys can tell a key from another one of the same [`KeyId`] (a one in 2^32 chance).
+static NEXT_UID: AtomicU64 = AtomicU64::new(0);
+
+/// The name of a key on the wire: the first four bytes of an HMAC-SHA256 under the key
+/// of a fixed text, so it reveals nothing about the key and two nodes with the same key
+/// always agree on it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId(pub [u8; 4]);
 
@@ -85,15 +98,12 @@ impl Key {
 
     /// The key's public name.
     pub fn id(&self) -> KeyId {
-        let cipher = XChaCha20Poly1305::new((&*self.bytes).into());
-        let tag = cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&KEY_ID_NONCE), b"", &mut [])
-            .expect("an empty message always seals");
+        let mac = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &self.bytes[..]),
+            KEY_ID_LABEL,
+        );
+        let tag = mac.as_ref();
         KeyId([tag[0], tag[1], tag[2], tag[3]])
-    }
-
-    pub(super) fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new((&*self.bytes).into())
     }
 }
 
@@ -112,12 +122,39 @@ impl PartialEq for Key {
 
 impl Eq for Key {}
 
-/// One key of a [`Keyring`], with its cipher ready.
+/// One key of a [`Keyring`], with the secret its senders' keys are expanded from.
 #[derive(Clone)]
 pub(super) struct Entry {
     pub(super) id: KeyId,
     pub(super) key: Key,
-    pub(super) cipher: XChaCha20Poly1305,
+    /// HKDF-Extract of the key: done once per key, not per message or per sender.
+    prk: hkdf::Prk,
+    /// This install of the key in this process (see [`NEXT_UID`]).
+    pub(super) uid: u64,
+}
+
+impl Entry {
+    fn new(key: Key) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SENDER_KEY_SALT).extract(&key.bytes[..]);
+        Self {
+            id: key.id(),
+            key,
+            prk,
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The AES-256-GCM key of the sender `origin` under this cluster key:
+    /// HKDF-Expand(extract(cluster key), "cohort sender key" ‖ origin). Each node start
+    /// seals with a key of its own, so nonces need to be unique only within one origin.
+    pub(super) fn sender_key(&self, origin: &Origin) -> LessSafeKey {
+        let info = [SENDER_KEY_INFO, &origin.0[..]];
+        let okm = self
+            .prk
+            .expand(&info, &AES_256_GCM)
+            .expect("32 bytes are within what HKDF-SHA256 can expand");
+        LessSafeKey::new(UnboundKey::from(okm))
+    }
 }
 
 /// The keys a node holds: one **primary** key seals everything the node sends; every key
@@ -160,11 +197,7 @@ impl Keyring {
     /// A ring holding only `primary`.
     pub fn new(primary: Key) -> Self {
         Self {
-            entries: vec![Entry {
-                id: primary.id(),
-                cipher: primary.cipher(),
-                key: primary,
-            }],
+            entries: vec![Entry::new(primary)],
             primary: 0,
         }
     }
@@ -205,11 +238,7 @@ impl Keyring {
         if self.entries.len() >= MAX_KEYS {
             return Err(KeyringError::Full);
         }
-        self.entries.push(Entry {
-            id,
-            cipher: key.cipher(),
-            key,
-        });
+        self.entries.push(Entry::new(key));
         Ok(())
     }
 

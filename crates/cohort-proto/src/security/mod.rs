@@ -6,33 +6,48 @@
 //! registration. A copy of a sealed message is refused too (per-sender replay window,
 //! bounded by a freshness check of the send time).
 //!
-//! # Format (version 1)
+//! # Format (format 2)
 //!
-//! A sealed message is a cohort envelope with protocol 5, then:
+//! A sealed message is a cohort envelope with protocol 6, then:
 //!
 //! ```text
-//! envelope  C0 4E 01 05
-//! key id    4 bytes          the name of the key it is sealed with (KeyId), in clear
-//! origin    8 bytes  ┐       random per node start: who sealed it
-//! serial    8 bytes  ├ nonce the sealer within that node (one per socket or connection)
-//! counter   8 bytes  ┘       the sealer's message number; never repeats, never wraps
-//! sent at   8 bytes          the sender's clock, ms since the Unix epoch
-//! ciphertext | tag (16)      XChaCha20-Poly1305
+//! envelope  C0 4E 01 06
+//! key id    4 bytes           the name of the cluster key (KeyId), in clear
+//! origin   12 bytes           random per node start: whose sender key sealed it
+//! serial    4 bytes  ┐ nonce  the sealer within that node start (one per socket or connection)
+//! counter   8 bytes  ┘        the sealer's message number; never repeats, never wraps
+//! sent at   8 bytes           the sender's clock, ms since the Unix epoch
+//! ciphertext | tag (16)       AES-256-GCM under the sender key
 //! ```
+//!
+//! (Protocol 5 was format 1, XChaCha20-Poly1305 under the cluster key itself; it is
+//! refused as not sealed.)
+//!
+//! **Keys.** A message is not sealed with the cluster key but with a *sender key*:
+//! HKDF-SHA256 of the cluster key (extracted once when the key is installed) expanded
+//! with the sender's origin. A sealer derives its key once per cluster key it seals with;
+//! an opener derives a sender's key on the first message of that origin and keeps it
+//! ([`SenderKeys`], filled only after a tag checked).
+//!
+//! **Nonces never repeat under a key.** AES-GCM's nonces are 96 bits: too few to draw at
+//! random for every message of a busy cluster (the birthday bound nears after 2^32
+//! messages under one key) and too few to hold an origin, a serial and a counter. So the
+//! randomness goes into the key instead: every node start draws a 96-bit origin and seals
+//! under its own sender key, and within that key the nonce is the sealer's serial
+//! (handed out once each by the node) and its counter (counted up, refused rather than
+//! wrapped). Two sealers share a key and nonce only if two node starts draw the same
+//! 96-bit origin (with a million starts under one cluster key, a one in 2^57 chance).
 //!
 //! The 40-byte header is the additional authenticated data (with one byte more, the
 //! [`Purpose`], that is not sent: the receiver supplies the purpose it expects, so a
-//! message sealed for one transport is refused by every other). The 24-byte XChaCha nonce
-//! is origin, serial and counter: unique as long as no two node starts draw the same
-//! 64-bit origin (for a cluster with a million restarts under one key, a one in 36 million
-//! chance) and no sealer reuses a counter (it refuses to send instead, after 2^64 - 1
-//! messages).
+//! message sealed for one transport is refused by every other).
 //!
 //! Opening checks the envelope bytes and looks up the key id; **nothing else in the header
-//! is read until the tag has checked**. Then the sender instance (origin and serial) and
-//! counter go through the [`ReplayGuard`]: our own messages (multicast loop, reflection)
-//! are refused, as is a send time more than [`GuardConfig::max_skew_ms`] from the
-//! receiver's clock, and any counter already accepted from that instance.
+//! is used until the tag has checked** but the origin (to find or derive the sender key)
+//! and the nonce. Then the sender instance (origin and serial) and counter go through the
+//! [`ReplayGuard`]: our own messages (multicast loop, reflection) are refused, as is a
+//! send time more than [`GuardConfig::max_skew_ms`] from the receiver's clock, and any
+//! counter already accepted from that instance.
 //!
 //! Datagrams are sealed one by one ([`Sealer::seal`], [`open_datagram`]). A TCP stream is
 //! cut into records, each a u32 big-endian length and one sealed message of up to
@@ -53,17 +68,18 @@ mod keyring;
 mod replay;
 mod stream;
 
+use std::collections::HashMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{Tag, XNonce};
+use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce, Tag};
 
 pub use self::keyring::{KEY_LEN, Key, KeyId, Keyring, KeyringError, MAX_KEYS};
 pub use self::replay::{GuardConfig, ReplayGuard, WINDOW};
 pub use self::stream::{MAX_RECORD_PLAINTEXT, RECORD_PREFIX_LEN, StreamOpener, StreamSealer};
 use crate::wire::cohort::{MAGIC, VERSION};
 
-/// The cohort envelope's protocol byte for sealed messages.
-pub const PROTOCOL_SEALED: u8 = 5;
+/// The cohort envelope's protocol byte for sealed messages (of format 2).
+pub const PROTOCOL_SEALED: u8 = 6;
 
 /// The four envelope bytes every sealed message starts with.
 pub const SEALED_ENVELOPE: [u8; 4] = [MAGIC[0], MAGIC[1], VERSION, PROTOCOL_SEALED];
@@ -99,47 +115,66 @@ pub enum Purpose {
     RouterReply = 7,
 }
 
-/// A node's random 64-bit name for this run: the first half of every sender instance it
-/// seals with, so its own messages are recognised and its nonces differ from every other
-/// node's.
+/// Bytes of an [`Origin`].
+pub const ORIGIN_LEN: usize = 12;
+
+/// A node's random 96-bit name for this run: its sender keys are derived from it (so its
+/// nonces are its own), and its own messages are recognised by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Origin(pub [u8; 8]);
+pub struct Origin(pub [u8; ORIGIN_LEN]);
 
 impl Origin {
     /// A random origin (use a cryptographic generator, such as `rand::rng()`).
     pub fn random<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = [0u8; 8];
+        let mut bytes = [0u8; ORIGIN_LEN];
         rng.fill_bytes(&mut bytes);
         Self(bytes)
     }
 }
 
-/// One sealer of one node: its origin and serial, the first 16 bytes of its nonces.
+/// Sealers one node start can have: the serial takes 32 bits of the nonce.
+pub const MAX_SEALERS: u64 = 1 << 32;
+
+/// One sealer of one node start: its origin and serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Instance([u8; 16]);
 
 impl Instance {
     /// The sealer `serial` of the node `origin`.
-    pub fn new(origin: Origin, serial: u64) -> Self {
+    pub fn new(origin: Origin, serial: u32) -> Self {
         let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&origin.0);
-        bytes[8..].copy_from_slice(&serial.to_be_bytes());
+        bytes[..ORIGIN_LEN].copy_from_slice(&origin.0);
+        bytes[ORIGIN_LEN..].copy_from_slice(&serial.to_be_bytes());
         Self(bytes)
     }
 
-    /// The node it belongs to.
+    /// The node start it belongs to.
     pub fn origin(&self) -> Origin {
-        Origin(self.0[..8].try_into().expect("8 bytes"))
+        let mut origin = [0u8; ORIGIN_LEN];
+        origin.copy_from_slice(&self.0[..ORIGIN_LEN]);
+        Origin(origin)
     }
 }
+
+/// Where the fields of the header lie.
+const KEY_ID_AT: usize = 4;
+const ORIGIN_AT: usize = 8;
+const NONCE_AT: usize = ORIGIN_AT + ORIGIN_LEN;
+const COUNTER_AT: usize = NONCE_AT + 4;
+const SENT_AT: usize = COUNTER_AT + 8;
+const _: () = assert!(SENT_AT + 8 == HEADER_LEN && NONCE_AT + NONCE_LEN == SENT_AT);
 
 /// A message could not be sealed; nothing was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
-    /// The sealer used its last counter; reusing one would repeat a nonce. A new sealer
-    /// (a new connection or socket) is needed. Takes 2^64 - 1 messages.
-    #[error("the sealer's message counter is used up; refusing to reuse a nonce")]
+    /// The sealer used its last counter (after 2^64 - 1 messages), or its serial is beyond
+    /// [`MAX_SEALERS`]; sealing would repeat a nonce. A new sealer (a new connection or
+    /// socket), or for a serial a node restart, is needed.
+    #[error("the sealer's nonces are used up; refusing to reuse one")]
     Exhausted,
+    /// More plaintext in one message than AES-GCM can seal (64 GiB).
+    #[error("message too long to seal")]
+    TooLong,
 }
 
 /// A received message was refused. Nothing of it was used, and only
@@ -180,19 +215,39 @@ pub enum OpenError {
 }
 
 /// Seals messages of one sender instance, counting up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Sealer {
     instance: Instance,
     next: u64,
+    /// False when the serial did not fit the nonce: every seal is refused.
+    usable: bool,
+    /// The sender key of the cluster key sealed with last (by its install uid), derived
+    /// once per cluster key.
+    key: Option<(u64, LessSafeKey)>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("instance", &self.instance)
+            .field("next", &self.next)
+            .field("usable", &self.usable)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sealer {
-    /// The sealer `serial` of the node `origin`. A node must never create two sealers with
-    /// the same serial under the same origin (their nonces would repeat).
+    /// The sealer `serial` of the node start `origin`. A node must never create two
+    /// sealers with the same serial under the same origin (their nonces would repeat). A
+    /// serial of [`MAX_SEALERS`] or more does not fit the nonce: such a sealer refuses
+    /// every message ([`SealError::Exhausted`]).
     pub fn new(origin: Origin, serial: u64) -> Self {
+        let usable = serial < MAX_SEALERS;
         Self {
-            instance: Instance::new(origin, serial),
+            instance: Instance::new(origin, serial as u32),
             next: 0,
+            usable,
+            key: None,
         }
     }
 
@@ -202,7 +257,8 @@ impl Sealer {
     }
 
     /// Appends `plaintext` sealed for `purpose` with the ring's primary key to `out`
-    /// ([`OVERHEAD`] bytes more than `plaintext`).
+    /// ([`OVERHEAD`] bytes more than `plaintext`). The plaintext is copied once, into
+    /// `out`, and encrypted there.
     pub fn seal(
         &mut self,
         ring: &Keyring,
@@ -225,29 +281,48 @@ impl Sealer {
         plaintext: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), SealError> {
-        if self.next == u64::MAX {
+        if self.next == u64::MAX || !self.usable {
             return Err(SealError::Exhausted);
         }
+        let entry = ring.primary();
+        let key = match &self.key {
+            Some((uid, key)) if *uid == entry.uid => key,
+            _ => {
+                let derived = entry.sender_key(&self.instance.origin());
+                &self.key.insert((entry.uid, derived)).1
+            }
+        };
         let counter = self.next;
-        self.next += 1;
-        let key = ring.primary();
         out.reserve(OVERHEAD + plaintext.len());
         let start = out.len();
         out.put_slice(&SEALED_ENVELOPE);
-        out.put_slice(&key.id.0);
+        out.put_slice(&entry.id.0);
         out.put_slice(&self.instance.0);
         out.put_u64(counter);
         out.put_u64(now_ms);
         let (aad, aad_len) = aad(&out[start..start + HEADER_LEN], purpose, bound_to);
-        let nonce = *XNonce::from_slice(&out[start + 8..start + 32]);
+        let nonce = nonce(&aad);
         out.put_slice(plaintext);
-        let tag = key
-            .cipher
-            .encrypt_in_place_detached(&nonce, &aad[..aad_len], &mut out[start + HEADER_LEN..])
-            .expect("XChaCha20-Poly1305 seals any length a buffer can hold");
-        out.put_slice(&tag);
+        let Ok(tag) = key.seal_in_place_separate_tag(
+            nonce,
+            Aad::from(&aad[..aad_len]),
+            &mut out[start + HEADER_LEN..],
+        ) else {
+            out.truncate(start);
+            return Err(SealError::TooLong);
+        };
+        out.put_slice(tag.as_ref());
+        // Counted only once used: a refused message used no nonce.
+        self.next += 1;
         Ok(())
     }
+}
+
+/// The nonce of a message: its serial and counter, from its header.
+fn nonce(header: &[u8]) -> Nonce {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&header[NONCE_AT..NONCE_AT + NONCE_LEN]);
+    Nonce::assume_unique_for_key(nonce)
 }
 
 /// The additional authenticated data: the header, the purpose and, for a bound message,
@@ -282,14 +357,64 @@ pub struct Opened {
     pub key: KeyId,
 }
 
+/// Most sender keys a [`SenderKeys`] holds by default: one per node start of the
+/// cluster that sent to this opener lately, per key of the ring.
+pub const DEFAULT_SENDER_KEYS: usize = 1024;
+
+/// The sender keys an opener derived: one per (cluster key, sender origin), derived on
+/// the first message of that origin and kept. Only keys whose message's tag checked are
+/// kept, so an attacker without the cluster key cannot fill it; it is bounded all the
+/// same (when full it starts over, each sender's key then derived again on its next
+/// message). Keep one per socket or connection: it needs no lock.
+pub struct SenderKeys {
+    keys: HashMap<(u64, Origin), LessSafeKey>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for SenderKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderKeys")
+            .field("held", &self.keys.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Default for SenderKeys {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_SENDER_KEYS)
+    }
+}
+
+impl SenderKeys {
+    /// An empty cache holding at most `capacity` keys (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            keys: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether it holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// Checks a sealed message's tag and decrypts it in place: on success `message` holds the
 /// plaintext only. The replay guard is not consulted (see [`open_datagram`]).
 pub fn open_message(
     ring: &Keyring,
+    keys: &mut SenderKeys,
     purpose: Purpose,
     message: &mut BytesMut,
 ) -> Result<Opened, OpenError> {
-    open_message_bound(ring, purpose, None, message)
+    open_message_bound(ring, keys, purpose, None, message)
 }
 
 /// [`open_message`] of a message sealed with [`Sealer::seal_bound`]: `bound_to` must be
@@ -298,6 +423,7 @@ pub fn open_message(
 /// cannot be played to another.
 pub fn open_message_bound(
     ring: &Keyring,
+    keys: &mut SenderKeys,
     purpose: Purpose,
     bound_to: Option<&[u8; 16]>,
     message: &mut BytesMut,
@@ -308,25 +434,52 @@ pub fn open_message_bound(
     if message.len() < OVERHEAD {
         return Err(OpenError::Truncated);
     }
-    let key_id = KeyId(message[4..8].try_into().expect("4 bytes"));
-    let key = ring.find(key_id).ok_or(OpenError::UnknownKey(key_id))?;
+    let mut key_id = [0u8; 4];
+    key_id.copy_from_slice(&message[KEY_ID_AT..ORIGIN_AT]);
+    let key_id = KeyId(key_id);
+    let entry = ring.find(key_id).ok_or(OpenError::UnknownKey(key_id))?;
     let (aad, aad_len) = aad(&message[..HEADER_LEN], purpose, bound_to);
-    let nonce = *XNonce::from_slice(&message[8..32]);
+    let mut origin = [0u8; ORIGIN_LEN];
+    origin.copy_from_slice(&aad[ORIGIN_AT..NONCE_AT]);
+    let slot = (entry.uid, Origin(origin));
     let tag_at = message.len() - TAG_LEN;
-    let tag = *Tag::from_slice(&message[tag_at..]);
-    key.cipher
-        .decrypt_in_place_detached(
-            &nonce,
-            &aad[..aad_len],
-            &mut message[HEADER_LEN..tag_at],
-            &tag,
-        )
-        .map_err(|_| OpenError::BadTag)?;
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&message[tag_at..]);
+    // A sender seen before opens with its kept key; a new one's key is derived here and
+    // kept only if its message is genuine.
+    let derived = match keys.keys.get(&slot) {
+        Some(_) => None,
+        None => Some(entry.sender_key(&slot.1)),
+    };
+    let key = match &derived {
+        Some(key) => key,
+        None => &keys.keys[&slot],
+    };
+    key.open_in_place_separate_tag(
+        nonce(&aad),
+        Aad::from(&aad[..aad_len]),
+        Tag::from(tag),
+        &mut message[HEADER_LEN..tag_at],
+        0..,
+    )
+    .map_err(|_| OpenError::BadTag)?;
     // Authenticated from here on.
+    if let Some(key) = derived {
+        if keys.keys.len() >= keys.capacity {
+            keys.keys.clear();
+        }
+        keys.keys.insert(slot, key);
+    }
+    let mut instance = [0u8; 16];
+    instance.copy_from_slice(&aad[ORIGIN_AT..COUNTER_AT]);
+    let mut counter = [0u8; 8];
+    counter.copy_from_slice(&aad[COUNTER_AT..SENT_AT]);
+    let mut sent = [0u8; 8];
+    sent.copy_from_slice(&aad[SENT_AT..HEADER_LEN]);
     let opened = Opened {
-        instance: Instance(aad[8..24].try_into().expect("16 bytes")),
-        counter: u64::from_be_bytes(aad[24..32].try_into().expect("8 bytes")),
-        sent_ms: u64::from_be_bytes(aad[32..40].try_into().expect("8 bytes")),
+        instance: Instance(instance),
+        counter: u64::from_be_bytes(counter),
+        sent_ms: u64::from_be_bytes(sent),
         key: key_id,
     };
     message.truncate(tag_at);
@@ -338,6 +491,7 @@ pub fn open_message_bound(
 /// replay nor our own. Returns the plaintext.
 pub fn open_datagram(
     ring: &Keyring,
+    keys: &mut SenderKeys,
     guard: &mut ReplayGuard,
     purpose: Purpose,
     now_ms: u64,
@@ -351,20 +505,21 @@ pub fn open_datagram(
         return Err(OpenError::Truncated);
     }
     let mut message = BytesMut::from(datagram);
-    open_datagram_in_place(ring, guard, purpose, now_ms, &mut message)?;
+    open_datagram_in_place(ring, keys, guard, purpose, now_ms, &mut message)?;
     Ok(message.freeze())
 }
 
 /// [`open_datagram`] without a copy: on success `datagram` holds the plaintext.
 pub fn open_datagram_in_place(
     ring: &Keyring,
+    keys: &mut SenderKeys,
     guard: &mut ReplayGuard,
     purpose: Purpose,
     now_ms: u64,
     datagram: &mut BytesMut,
 ) -> Result<Opened, OpenError> {
-    let opened = open_message(ring, purpose, datagram)?;
-    guard.accept(opened.instance, opened.counter, opened.sent_ms, now_ms)?;
+    let opened = open_message(ring, keys, purpose, datagram)?;
+    guard.accept_opened(&opened, now_ms)?;
     Ok(opened)
 }
 

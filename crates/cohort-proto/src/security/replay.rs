@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Instance, OpenError, Origin};
+use super::{Instance, OpenError, Opened, Origin};
 
 /// Counters below the highest one seen that are still told apart: older ones are refused.
 /// Datagrams of one sender rarely arrive more than a few apart; 1024 leaves ample room.
@@ -143,6 +143,12 @@ impl ReplayGuard {
         Ok(())
     }
 
+    /// Accepts an opened message once, if it is fresh and not our own. (The opening needs
+    /// no guard: open first, outside any lock, then take the guard for this.)
+    pub fn accept_opened(&mut self, opened: &Opened, now_ms: u64) -> Result<(), OpenError> {
+        self.accept(opened.instance, opened.counter, opened.sent_ms, now_ms)
+    }
+
     /// Accepts (`instance`, `counter`) once, if it is fresh and not our own.
     pub(super) fn accept(
         &mut self,
@@ -186,8 +192,8 @@ impl ReplayGuard {
 mod tests {
     use super::*;
 
-    fn instance(origin: u8, serial: u64) -> Instance {
-        Instance::new(Origin([origin; 8]), serial)
+    fn instance(origin: u8, serial: u32) -> Instance {
+        Instance::new(Origin([origin; 12]), serial)
     }
 
     #[test]
@@ -227,7 +233,7 @@ mod tests {
             max_skew_ms: 1000,
             max_senders: 2,
         };
-        let mut g = ReplayGuard::new(config, Origin([9; 8]));
+        let mut g = ReplayGuard::new(config, Origin([9; 12]));
         let now = 1_000_000;
         assert_eq!(g.accept(instance(9, 1), 0, now, now), Err(OpenError::Own));
         assert_eq!(

@@ -3,9 +3,13 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use super::{
-    Keyring, OVERHEAD, OpenError, Origin, Purpose, ReplayGuard, SEALED_ENVELOPE, SealError, Sealer,
-    open_message_bound,
+    Keyring, OVERHEAD, OpenError, Opened, Origin, Purpose, ReplayGuard, SEALED_ENVELOPE, SealError,
+    Sealer, SenderKeys, open_message_bound,
 };
+
+/// Sender keys a stream opener keeps: a stream has one sender, whose key changes only
+/// when the cluster's primary key does.
+const STREAM_SENDER_KEYS: usize = 2;
 
 /// Most plaintext bytes in one record: what a receiver buffers at most before it can
 /// check a tag (TLS takes 16 KiB; 64 KiB halves the per-record cost of large frames).
@@ -82,6 +86,7 @@ pub struct StreamOpener {
     purpose: Purpose,
     bound_to: Option<[u8; 16]>,
     raw: BytesMut,
+    keys: SenderKeys,
     /// The sealer of the stream (from its first record) and the counter expected next.
     next: Option<(super::Instance, u64)>,
 }
@@ -93,6 +98,7 @@ impl StreamOpener {
             purpose,
             bound_to: None,
             raw: BytesMut::new(),
+            keys: SenderKeys::with_capacity(STREAM_SENDER_KEYS),
             next: None,
         }
     }
@@ -123,6 +129,18 @@ impl StreamOpener {
         guard: &mut ReplayGuard,
         now_ms: u64,
         plain: &mut BytesMut,
+    ) -> Result<usize, OpenError> {
+        self.open_with(ring, plain, |opened| guard.accept_opened(opened, now_ms))
+    }
+
+    /// [`open`](Self::open) with the replay guard's check as a closure, called for the
+    /// stream's first record only (after its tag checked): a runtime that shares one guard
+    /// between connections takes its lock there, not while records are decrypted.
+    pub fn open_with(
+        &mut self,
+        ring: &Keyring,
+        plain: &mut BytesMut,
+        mut accept_first: impl FnMut(&Opened) -> Result<(), OpenError>,
     ) -> Result<usize, OpenError> {
         let mut opened_records = 0;
         loop {
@@ -160,14 +178,19 @@ impl StreamOpener {
             }
             self.raw.advance(RECORD_PREFIX_LEN);
             let mut message = self.raw.split_to(len);
-            let opened =
-                open_message_bound(ring, self.purpose, self.bound_to.as_ref(), &mut message)?;
+            let opened = open_message_bound(
+                ring,
+                &mut self.keys,
+                self.purpose,
+                self.bound_to.as_ref(),
+                &mut message,
+            )?;
             match self.next {
                 None => {
                     if opened.counter != 0 {
                         return Err(OpenError::BadRecord);
                     }
-                    guard.accept(opened.instance, 0, opened.sent_ms, now_ms)?;
+                    accept_first(&opened)?;
                 }
                 Some((instance, counter)) => {
                     if opened.instance != instance || opened.counter != counter {

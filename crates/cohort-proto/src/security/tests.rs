@@ -12,7 +12,25 @@ fn key(n: u8) -> Key {
 }
 
 fn guard(own: u8) -> ReplayGuard {
-    ReplayGuard::new(GuardConfig::default(), Origin([own; 8]))
+    ReplayGuard::new(GuardConfig::default(), Origin([own; 12]))
+}
+
+/// Opens with a fresh sender-key cache.
+fn open_dg(
+    ring: &Keyring,
+    g: &mut ReplayGuard,
+    purpose: Purpose,
+    now_ms: u64,
+    datagram: &[u8],
+) -> Result<Bytes, OpenError> {
+    open_datagram(
+        ring,
+        &mut SenderKeys::default(),
+        g,
+        purpose,
+        now_ms,
+        datagram,
+    )
 }
 
 fn seal(ring: &Keyring, sealer: &mut Sealer, purpose: Purpose, plain: &[u8]) -> BytesMut {
@@ -24,7 +42,7 @@ fn seal(ring: &Keyring, sealer: &mut Sealer, purpose: Purpose, plain: &[u8]) -> 
 #[test]
 fn datagram_round_trip_hides_the_plaintext_and_opens_once() {
     let ring = Keyring::new(key(1));
-    let mut sealer = Sealer::new(Origin([1; 8]), 7);
+    let mut sealer = Sealer::new(Origin([1; 12]), 7);
     let plain = b"TRIBES-B a member record, or any other cohort datagram";
     let sealed = seal(&ring, &mut sealer, Purpose::Heartbeat, plain);
     assert_eq!(sealed.len(), plain.len() + OVERHEAD);
@@ -35,15 +53,15 @@ fn datagram_round_trip_hides_the_plaintext_and_opens_once() {
         "the plaintext shows through"
     );
     let mut g = guard(2);
-    let opened = open_datagram(&ring, &mut g, Purpose::Heartbeat, NOW, &sealed).unwrap();
+    let opened = open_dg(&ring, &mut g, Purpose::Heartbeat, NOW, &sealed).unwrap();
     assert_eq!(&opened[..], plain);
     assert_eq!(
-        open_datagram(&ring, &mut g, Purpose::Heartbeat, NOW, &sealed),
+        open_dg(&ring, &mut g, Purpose::Heartbeat, NOW, &sealed),
         Err(OpenError::Replayed)
     );
     // The sender's own guard refuses it as its own (multicast loop, reflection).
     assert_eq!(
-        open_datagram(&ring, &mut guard(1), Purpose::Heartbeat, NOW, &sealed),
+        open_dg(&ring, &mut guard(1), Purpose::Heartbeat, NOW, &sealed),
         Err(OpenError::Own)
     );
 }
@@ -51,14 +69,14 @@ fn datagram_round_trip_hides_the_plaintext_and_opens_once() {
 #[test]
 fn every_changed_byte_is_refused_and_nothing_reaches_the_guard() {
     let ring = Keyring::new(key(1));
-    let mut sealer = Sealer::new(Origin([1; 8]), 0);
+    let mut sealer = Sealer::new(Origin([1; 12]), 0);
     let sealed = seal(&ring, &mut sealer, Purpose::ReliableDatagram, b"payload");
     for i in 0..sealed.len() {
         for flip in [0x01, 0x80] {
             let mut bad = sealed.clone();
             bad[i] ^= flip;
             let mut g = guard(2);
-            let err = open_datagram(&ring, &mut g, Purpose::ReliableDatagram, NOW, &bad)
+            let err = open_dg(&ring, &mut g, Purpose::ReliableDatagram, NOW, &bad)
                 .expect_err("a changed byte must not open");
             match i {
                 0..4 => assert_eq!(err, OpenError::NotSealed, "byte {i}"),
@@ -76,7 +94,7 @@ fn every_changed_byte_is_refused_and_nothing_reaches_the_guard() {
     for len in 0..sealed.len() {
         let mut g = guard(2);
         assert!(
-            open_datagram(
+            open_dg(
                 &ring,
                 &mut g,
                 Purpose::ReliableDatagram,
@@ -91,37 +109,37 @@ fn every_changed_byte_is_refused_and_nothing_reaches_the_guard() {
 #[test]
 fn another_purpose_another_key_or_plain_traffic_is_refused() {
     let ring = Keyring::new(key(1));
-    let mut sealer = Sealer::new(Origin([1; 8]), 0);
+    let mut sealer = Sealer::new(Origin([1; 12]), 0);
     let sealed = seal(&ring, &mut sealer, Purpose::Heartbeat, b"beat");
     let mut g = guard(2);
     assert_eq!(
-        open_datagram(&ring, &mut g, Purpose::ReliableDatagram, NOW, &sealed),
+        open_dg(&ring, &mut g, Purpose::ReliableDatagram, NOW, &sealed),
         Err(OpenError::BadTag)
     );
     let other = Keyring::new(key(2));
     assert_eq!(
-        open_datagram(&other, &mut g, Purpose::Heartbeat, NOW, &sealed),
+        open_dg(&other, &mut g, Purpose::Heartbeat, NOW, &sealed),
         Err(OpenError::UnknownKey(ring.primary_id()))
     );
     assert_eq!(
-        open_datagram(&ring, &mut g, Purpose::Heartbeat, NOW, b"TRIBES-B\x01\x00"),
+        open_dg(&ring, &mut g, Purpose::Heartbeat, NOW, b"TRIBES-B\x01\x00"),
         Err(OpenError::NotSealed)
     );
     // A message that claims the right key id but was sealed with another key.
     let mut forged = seal(
         &other,
-        &mut Sealer::new(Origin([3; 8]), 0),
+        &mut Sealer::new(Origin([3; 12]), 0),
         Purpose::Heartbeat,
         b"x",
     );
     forged[4..8].copy_from_slice(&ring.primary_id().0);
     assert_eq!(
-        open_datagram(&ring, &mut g, Purpose::Heartbeat, NOW, &forged),
+        open_dg(&ring, &mut g, Purpose::Heartbeat, NOW, &forged),
         Err(OpenError::BadTag)
     );
     // Stale and future messages.
     assert!(matches!(
-        open_datagram(&ring, &mut g, Purpose::Heartbeat, NOW + 30_001, &sealed),
+        open_dg(&ring, &mut g, Purpose::Heartbeat, NOW + 30_001, &sealed),
         Err(OpenError::Stale { .. })
     ));
     assert_eq!(g.senders(), 0);
@@ -130,7 +148,7 @@ fn another_purpose_another_key_or_plain_traffic_is_refused() {
 #[test]
 fn nonces_never_repeat_and_the_counter_never_wraps() {
     let ring = Keyring::new(key(1));
-    let mut sealer = Sealer::new(Origin([1; 8]), 0);
+    let mut sealer = Sealer::new(Origin([1; 12]), 0);
     let a = seal(&ring, &mut sealer, Purpose::Heartbeat, b"same");
     let b = seal(&ring, &mut sealer, Purpose::Heartbeat, b"same");
     assert_ne!(a[8..32], b[8..32], "two messages share a nonce");
@@ -152,15 +170,89 @@ fn nonces_never_repeat_and_the_counter_never_wraps() {
 }
 
 #[test]
+fn serials_beyond_the_nonce_are_refused_and_origins_seal_under_their_own_keys() {
+    let ring = Keyring::new(key(1));
+    let mut last = Sealer::new(Origin([1; 12]), MAX_SEALERS - 1);
+    assert!(
+        last.seal(&ring, Purpose::Heartbeat, NOW, b"x", &mut BytesMut::new())
+            .is_ok()
+    );
+    let mut out = BytesMut::new();
+    assert_eq!(
+        Sealer::new(Origin([1; 12]), MAX_SEALERS).seal(
+            &ring,
+            Purpose::Heartbeat,
+            NOW,
+            b"x",
+            &mut out
+        ),
+        Err(SealError::Exhausted)
+    );
+    assert!(out.is_empty());
+    // The same serial, counter and plaintext from two node starts: different sender keys,
+    // so different ciphertexts (the nonce alone would be the same).
+    let a = seal(
+        &ring,
+        &mut Sealer::new(Origin([1; 12]), 0),
+        Purpose::Heartbeat,
+        b"same",
+    );
+    let b = seal(
+        &ring,
+        &mut Sealer::new(Origin([2; 12]), 0),
+        Purpose::Heartbeat,
+        b"same",
+    );
+    assert_eq!(a[20..32], b[20..32]);
+    assert_ne!(a[HEADER_LEN..], b[HEADER_LEN..]);
+}
+
+#[test]
+fn sender_keys_are_kept_only_for_genuine_messages_and_stay_bounded() {
+    let ring = Keyring::new(key(1));
+    let mut keys = SenderKeys::with_capacity(2);
+    let mut g = guard(9);
+    // Forgeries under any number of origins leave nothing behind.
+    for o in 0..10u8 {
+        let mut forged = seal(
+            &ring,
+            &mut Sealer::new(Origin([o; 12]), 0),
+            Purpose::Heartbeat,
+            b"x",
+        );
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(
+            open_datagram(&ring, &mut keys, &mut g, Purpose::Heartbeat, NOW, &forged),
+            Err(OpenError::BadTag)
+        );
+    }
+    assert!(keys.is_empty());
+    // Genuine senders are kept, up to the capacity; the cache then starts over and every
+    // sender still opens.
+    for round in 0..2 {
+        for o in 0..5u8 {
+            let mut sealer = Sealer::new(Origin([o; 12]), round);
+            let m = seal(&ring, &mut sealer, Purpose::Heartbeat, b"hello");
+            let opened =
+                open_datagram(&ring, &mut keys, &mut g, Purpose::Heartbeat, NOW, &m).unwrap();
+            assert_eq!(&opened[..], b"hello");
+            assert!(keys.len() <= 2);
+        }
+    }
+    assert!(!keys.is_empty());
+}
+
+#[test]
 fn keyring_rotation_keeps_every_step_readable() {
     let (old, new) = (key(1), key(2));
     let mut a = Keyring::new(old.clone());
     let mut b = Keyring::new(old.clone());
-    let mut sa = Sealer::new(Origin([1; 8]), 0);
+    let mut sa = Sealer::new(Origin([1; 12]), 0);
     let mut gb = guard(2);
     let mut send = |ring: &Keyring, to: &Keyring, g: &mut ReplayGuard| {
         let m = seal(ring, &mut sa, Purpose::Heartbeat, b"x");
-        open_datagram(to, g, Purpose::Heartbeat, NOW, &m).map(|_| ())
+        open_dg(to, g, Purpose::Heartbeat, NOW, &m).map(|_| ())
     };
     // Step 1: install everywhere.
     a.install(new.clone()).unwrap();
@@ -173,13 +265,13 @@ fn keyring_rotation_keeps_every_step_readable() {
     // Step 3: remove the old key; a message sealed with it is refused from then on.
     let old_msg = seal(
         &Keyring::new(old.clone()),
-        &mut Sealer::new(Origin([3; 8]), 0),
+        &mut Sealer::new(Origin([3; 12]), 0),
         Purpose::Heartbeat,
         b"x",
     );
     b.remove(old.id()).unwrap();
     assert_eq!(
-        open_datagram(&b, &mut gb, Purpose::Heartbeat, NOW, &old_msg),
+        open_dg(&b, &mut gb, Purpose::Heartbeat, NOW, &old_msg),
         Err(OpenError::UnknownKey(old.id()))
     );
     assert_eq!(b.list(), vec![new.id()]);
@@ -261,7 +353,7 @@ fn open_all(
 fn stream_round_trip_in_any_chunks_and_large_writes_split_into_records() {
     let ring = Keyring::new(key(1));
     let big = vec![0xAB; 3 * MAX_RECORD_PLAINTEXT + 5];
-    let mut sealer = StreamSealer::new(Origin([1; 8]), 0, Purpose::ChannelData);
+    let mut sealer = StreamSealer::new(Origin([1; 12]), 0, Purpose::ChannelData);
     let stream = stream_of(&ring, &mut sealer, &[b"FLT2002", &big, b"TLF2003"]);
     assert_eq!(
         stream.len(),
@@ -302,7 +394,7 @@ fn streams_refuse_plain_bytes_replays_splices_and_reflections() {
         Err(OpenError::NotSealed)
     );
     // A recorded connection played again on a new one.
-    let mut sealer = StreamSealer::new(Origin([1; 8]), 0, Purpose::ReliableStream);
+    let mut sealer = StreamSealer::new(Origin([1; 12]), 0, Purpose::ReliableStream);
     let stream = stream_of(&ring, &mut sealer, &[b"hello", b"datagram"]);
     assert!(open_all(&ring, &mut g, Purpose::ReliableStream, &stream, 64).is_ok());
     assert_eq!(
@@ -310,9 +402,9 @@ fn streams_refuse_plain_bytes_replays_splices_and_reflections() {
         Err(OpenError::Replayed)
     );
     // A record of another connection spliced in.
-    let mut other = StreamSealer::new(Origin([1; 8]), 1, Purpose::ReliableStream);
+    let mut other = StreamSealer::new(Origin([1; 12]), 1, Purpose::ReliableStream);
     let first = stream_of(&ring, &mut other, &[b"hello"]);
-    let mut third = StreamSealer::new(Origin([1; 8]), 2, Purpose::ReliableStream);
+    let mut third = StreamSealer::new(Origin([1; 12]), 2, Purpose::ReliableStream);
     let mut spliced = stream_of(&ring, &mut third, &[b"hello"]);
     spliced.extend_from_slice(&stream_of(&ring, &mut other, &[b"more"]));
     let _ = first;
@@ -321,7 +413,7 @@ fn streams_refuse_plain_bytes_replays_splices_and_reflections() {
         Err(OpenError::BadRecord)
     );
     // A record dropped (or repeated) in the middle.
-    let mut s4 = StreamSealer::new(Origin([1; 8]), 3, Purpose::ReliableStream);
+    let mut s4 = StreamSealer::new(Origin([1; 12]), 3, Purpose::ReliableStream);
     let r0 = stream_of(&ring, &mut s4, &[b"a"]);
     let _r1 = stream_of(&ring, &mut s4, &[b"b"]);
     let r2 = stream_of(&ring, &mut s4, &[b"c"]);
@@ -337,7 +429,7 @@ fn streams_refuse_plain_bytes_replays_splices_and_reflections() {
         Err(OpenError::BadRecord)
     );
     // Our own stream reflected back; a stream opened for the other direction.
-    let mut s5 = StreamSealer::new(Origin([2; 8]), 0, Purpose::ChannelData);
+    let mut s5 = StreamSealer::new(Origin([2; 12]), 0, Purpose::ChannelData);
     let own = stream_of(&ring, &mut s5, &[b"frame"]);
     assert_eq!(
         open_all(&ring, &mut guard(2), Purpose::ChannelData, &own, 1000),
@@ -358,11 +450,11 @@ fn streams_refuse_plain_bytes_replays_splices_and_reflections() {
 
 proptest! {
     #[test]
-    fn any_plaintext_round_trips(plain in proptest::collection::vec(any::<u8>(), 0..3000), serial: u64) {
+    fn any_plaintext_round_trips(plain in proptest::collection::vec(any::<u8>(), 0..3000), serial in 0..MAX_SEALERS) {
         let ring = Keyring::new(key(9));
-        let mut sealer = Sealer::new(Origin([4; 8]), serial);
+        let mut sealer = Sealer::new(Origin([4; 12]), serial);
         let sealed = seal(&ring, &mut sealer, Purpose::ReliableDatagram, &plain);
-        let opened = open_datagram(&ring, &mut guard(5), Purpose::ReliableDatagram, NOW, &sealed).unwrap();
+        let opened = open_dg(&ring, &mut guard(5), Purpose::ReliableDatagram, NOW, &sealed).unwrap();
         prop_assert_eq!(&opened[..], &plain[..]);
     }
 
@@ -370,7 +462,7 @@ proptest! {
     fn any_bytes_are_refused_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let ring = Keyring::new(key(9));
         let mut g = guard(5);
-        prop_assert!(open_datagram(&ring, &mut g, Purpose::Heartbeat, NOW, &bytes).is_err());
+        prop_assert!(open_dg(&ring, &mut g, Purpose::Heartbeat, NOW, &bytes).is_err());
         prop_assert!(open_all(&ring, &mut g, Purpose::ChannelData, &bytes, 7).map(|p| p.is_empty()).unwrap_or(true));
         prop_assert_eq!(g.senders(), 0);
     }
@@ -380,7 +472,7 @@ proptest! {
 fn a_stream_bound_to_one_member_opens_for_no_other() {
     let ring = Keyring::new(key(1));
     let (x, y) = ([0xAA; 16], [0xBB; 16]);
-    let mut sealer = StreamSealer::new(Origin([1; 8]), 0, Purpose::ChannelData).bind(x);
+    let mut sealer = StreamSealer::new(Origin([1; 12]), 0, Purpose::ChannelData).bind(x);
     let stream = stream_of(&ring, &mut sealer, &[b"for x only"]);
     let open = |opener: StreamOpener| {
         let mut opener = opener;
@@ -403,4 +495,23 @@ fn a_stream_bound_to_one_member_opens_for_no_other() {
         open(StreamOpener::new(Purpose::ChannelData)),
         Err(OpenError::BadTag)
     );
+}
+
+#[test]
+fn format_2_matches_an_independent_implementation() {
+    // Computed with Python's `cryptography` (HMAC-SHA256 key id, HKDF-SHA256 sender key,
+    // AES-256-GCM), from the format in the module docs alone: key 07 × 32, origin 01 × 12,
+    // serial 5, counter 0, sent at NOW, purpose Heartbeat, plaintext "cohort".
+    let want = "c04e01061b2239fc0101010101010101010101010000000500000000000000000000019e70\
+                4488005ba96db8680f6786c2ff17069b914150ae751f0c081a";
+    let ring = Keyring::new(Key::from_bytes([7; KEY_LEN]));
+    let sealed = seal(
+        &ring,
+        &mut Sealer::new(Origin([1; 12]), 5),
+        Purpose::Heartbeat,
+        b"cohort",
+    );
+    assert_eq!(hex::encode(&sealed), want);
+    let opened = open_dg(&ring, &mut guard(2), Purpose::Heartbeat, NOW, &sealed).unwrap();
+    assert_eq!(&opened[..], b"cohort");
 }

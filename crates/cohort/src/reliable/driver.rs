@@ -364,26 +364,12 @@ impl Driver {
         let mut errors = 0;
         let sent = self.outgoing.len() as u64;
         // Fan-out copies of one datagram follow each other: sealed once, sent to each.
-        let mut last_sealed: Option<(Bytes, Bytes)> = None;
         for (to, datagram) in self.outgoing.drain(..) {
-            let wire = match &last_sealed {
-                Some((plain, sealed))
-                    if plain.as_ptr() == datagram.as_ptr() && plain.len() == datagram.len() =>
-                {
-                    sealed.clone()
-                }
-                _ => match self.seal.seal_bytes(&datagram) {
-                    Some(sealed) => {
-                        last_sealed = Some((datagram.clone(), sealed.clone()));
-                        sealed
-                    }
-                    None => {
-                        errors += 1;
-                        continue;
-                    }
-                },
+            let Some(wire) = self.seal.seal_bytes(&datagram) else {
+                errors += 1;
+                continue;
             };
-            if let Err(e) = socket.send_to(&wire, to).await {
+            if let Err(e) = socket.send_to(wire, to).await {
                 trace!(%to, error = %e, "reliable: send failed");
                 errors += 1;
             }
@@ -391,7 +377,8 @@ impl Driver {
                 self.sent.push(datagram);
             }
         }
-        drop(last_sealed);
+        // Lets the core reuse the last datagram's buffer.
+        self.seal.forget_last();
         let mut counters = shared.counters.lock().unwrap_or_else(|e| e.into_inner());
         counters.send_errors += errors;
         counters.datagrams_sent += sent;

@@ -87,6 +87,9 @@ pub struct MemberArgs {
     /// fan-out) or `tcp` (one connection to each other member).
     #[arg(long, value_enum, default_value_t = TransportArg::Udp)]
     pub(super) transport: TransportArg,
+    /// A key file (`cohort keys generate`): cluster-key mode, every datagram sealed.
+    #[arg(long)]
+    pub(super) key_file: Option<std::path::PathBuf>,
     /// How long the channel polls its sockets after traffic before sleeping, in
     /// microseconds; 0 turns it off (default: the channel's).
     #[arg(long)]
@@ -258,8 +261,20 @@ pub async fn run(args: MemberArgs) -> BenchResult {
     if let Some(threshold) = args.ack_threshold {
         core.ack_threshold = threshold.clamp(1, core.credit_window);
     }
+    let keyring = match &args.key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(
+                cohort::Keyring::from_key_file(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let config = ReliableChannelConfig {
         transport: args.transport.into(),
+        keyring,
         multicast: args.multicast,
         interface,
         port_offset: 0,

@@ -20,6 +20,9 @@
 //!   multicast with `ReliableConfig::lan()` timers (NAKs after 5 ms);
 //! - **cohort-default-timers**: the same with `ReliableConfig::default()` (NAKs after
 //!   100 ms, as SPEC), closer to JGroups' shipped timers;
+//! - **cohort-keyed**: **cohort** in cluster-key mode (`--key-file`, a fresh random key per
+//!   run): every datagram sealed and opened; the cell prints its rate as a ratio to
+//!   **cohort**'s, from the same rounds (the cost of sealing, issue 16's target);
 //! - **jgroups-5.6**: `interop/jgroups-perf/run5.sh`, JGroups 5.6 with the `udp.xml`
 //!   shipped inside its jar (`tcp.xml` with `--transport tcp`); skipped with a message
 //!   when no JGroups 5.6 jar is found (`JGROUPS5_JAR`);
@@ -75,6 +78,8 @@ pub enum System {
     Cohort,
     /// cohort's reliable channel with the default (SPEC) timers.
     CohortDefaultTimers,
+    /// cohort's reliable channel with LAN timers in cluster-key mode.
+    CohortKeyed,
     /// JGroups 5.6 with its shipped `udp.xml` / `tcp.xml`.
     Jgroups5,
     /// JGroups 2.12 (Debian) with its shipped `udp.xml`.
@@ -91,6 +96,7 @@ impl System {
         match self {
             Self::Cohort => "cohort",
             Self::CohortDefaultTimers => "cohort-default-timers",
+            Self::CohortKeyed => "cohort-keyed",
             Self::Jgroups5 => "jgroups-5.6",
             Self::Jgroups2 => "jgroups-2.12",
             Self::Raw => "raw-udp",
@@ -146,7 +152,7 @@ pub struct PerfMulticastArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "cohort,cohort-default-timers,jgroups5,jgroups2,raw,raw-tcp"
+        default_value = "cohort,cohort-keyed,cohort-default-timers,jgroups5,jgroups2,raw,raw-tcp"
     )]
     systems: Vec<System>,
     /// Skip JGroups (both versions).
@@ -564,6 +570,9 @@ fn start_group(
                 System::CohortDefaultTimers => {
                     cmd.arg("--timers").arg("default");
                 }
+                System::CohortKeyed => {
+                    cmd.arg("--key-file").arg(key_file()?);
+                }
                 _ => {}
             }
             if !system.is_raw() {
@@ -606,6 +615,32 @@ fn start_group(
         rounds: Vec::new(),
         failure: None,
     })
+}
+
+/// A key file with a fresh random cluster key, for `cohort-keyed`'s members (one per
+/// process run, shared by every keyed group of the run).
+fn key_file() -> Result<PathBuf, String> {
+    static FILE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| format!("cannot draw a key: {e}"))?;
+        let path =
+            std::env::temp_dir().join(format!("cohort-perf-multicast-{}.key", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{}", cohort::Key::from_bytes(bytes).to_hex()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    })
+    .clone()
 }
 
 /// Runs one cell: every system's group, then the rounds, the systems taking turns.
@@ -705,6 +740,13 @@ async fn run_cell(
             .map(|s| s.median)
     };
     let mut ratios = Vec::new();
+    if let (Some(keyed), Some(plain)) = (rate(System::CohortKeyed), rate(System::Cohort)) {
+        ratios.push(Ratio {
+            of: System::CohortKeyed.name(),
+            to: System::Cohort.name(),
+            median_ratio: keyed / plain,
+        });
+    }
     if let Some(c) = rate(System::Cohort) {
         for other in [
             System::Jgroups5,
