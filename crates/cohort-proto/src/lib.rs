@@ -23,7 +23,7 @@
 //! - [`total`]: total-order multicast through a sequencer, on top of the reliable layer
 //!   (SPEC §6).
 //! - [`security`]: cluster-key mode: every cohort datagram and stream sealed with a shared
-//!   key (XChaCha20-Poly1305), with a per-sender replay window (SPEC §8).
+//!   key (AES-256-GCM under per-sender keys), with a per-sender replay window (SPEC §8).
 //!
 //! Every decoder checks lengths before it touches or allocates anything and returns a
 //! [`wire::DecodeError`] on bad input; none of them panics (each has a fuzz target).

@@ -321,9 +321,13 @@ pub(crate) struct DatagramOpen {
 impl DatagramOpen {
     pub(crate) fn new(security: Option<&Security>, purpose: Purpose) -> Self {
         Self {
+            keys: match security {
+                // Our own multicasts come back through the loop: refused unopened.
+                Some(s) => SenderKeys::default().refuse_own(s.inner.origin),
+                None => SenderKeys::default(),
+            },
             security: security.cloned(),
             purpose,
-            keys: SenderKeys::default(),
         }
     }
 
@@ -423,6 +427,13 @@ impl StreamOpen {
             None => plain,
             Some((_, opener)) => opener.buffer_mut(),
         }
+    }
+
+    /// Sealed bytes read and not opened yet (a record not complete).
+    pub(crate) fn buffered(&self) -> usize {
+        self.keyed
+            .as_ref()
+            .map_or(0, |(_, opener)| opener.buffered())
     }
 
     /// Moves the plaintext of every complete record read so far into `plain`. An error

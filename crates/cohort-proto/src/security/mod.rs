@@ -113,6 +113,8 @@ pub enum Purpose {
     RouterRequest = 6,
     /// From a gossip router to a member (TCP).
     RouterReply = 7,
+    /// The leader-election mesh between voters (TCP, both directions).
+    Election = 8,
 }
 
 /// Bytes of an [`Origin`].
@@ -369,6 +371,7 @@ pub const DEFAULT_SENDER_KEYS: usize = 1024;
 pub struct SenderKeys {
     keys: HashMap<(u64, Origin), LessSafeKey>,
     capacity: usize,
+    own: Option<Origin>,
 }
 
 impl std::fmt::Debug for SenderKeys {
@@ -392,7 +395,18 @@ impl SenderKeys {
         Self {
             keys: HashMap::new(),
             capacity: capacity.max(1),
+            own: None,
         }
+    }
+
+    /// Refuses messages that name `own` (this node's origin) as [`OpenError::Own`]
+    /// *before* their tag is checked. A node's own multicasts come back to it through the
+    /// multicast loop: checking their tags would double the sender's cipher work for
+    /// nothing. A forgery that names our origin is refused all the same (it is counted
+    /// as our own rather than as forged); nothing of it is used either way.
+    pub fn refuse_own(mut self, own: Origin) -> Self {
+        self.own = Some(own);
+        self
     }
 
     /// Keys held now.
@@ -442,6 +456,9 @@ pub fn open_message_bound(
     let mut origin = [0u8; ORIGIN_LEN];
     origin.copy_from_slice(&aad[ORIGIN_AT..NONCE_AT]);
     let slot = (entry.uid, Origin(origin));
+    if keys.own == Some(slot.1) {
+        return Err(OpenError::Own);
+    }
     let tag_at = message.len() - TAG_LEN;
     let mut tag = [0u8; TAG_LEN];
     tag.copy_from_slice(&message[tag_at..]);

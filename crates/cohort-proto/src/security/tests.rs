@@ -515,3 +515,47 @@ fn format_2_matches_an_independent_implementation() {
     let opened = open_dg(&ring, &mut guard(2), Purpose::Heartbeat, NOW, &sealed).unwrap();
     assert_eq!(&opened[..], b"cohort");
 }
+
+#[test]
+fn our_own_messages_are_refused_before_their_tag_is_checked() {
+    let ring = Keyring::new(key(1));
+    let own = Origin([1; 12]);
+    let mut keys = SenderKeys::default().refuse_own(own);
+    let mut g = guard(1);
+    let mine = seal(
+        &ring,
+        &mut Sealer::new(own, 0),
+        Purpose::ReliableDatagram,
+        b"loop",
+    );
+    assert_eq!(
+        open_datagram(
+            &ring,
+            &mut keys,
+            &mut g,
+            Purpose::ReliableDatagram,
+            NOW,
+            &mine
+        ),
+        Err(OpenError::Own)
+    );
+    // Not opened: no sender key was derived for it.
+    assert!(keys.is_empty());
+    // Another node's message opens as usual.
+    let theirs = seal(
+        &ring,
+        &mut Sealer::new(Origin([2; 12]), 0),
+        Purpose::ReliableDatagram,
+        b"hello",
+    );
+    let opened = open_datagram(
+        &ring,
+        &mut keys,
+        &mut g,
+        Purpose::ReliableDatagram,
+        NOW,
+        &theirs,
+    )
+    .unwrap();
+    assert_eq!(&opened[..], b"hello");
+}
