@@ -86,6 +86,11 @@ pub(crate) struct ElectArgs {
     /// majority of followers steps down).
     #[arg(long, value_name = "MS")]
     pub(crate) leader_timeout_ms: Option<u64>,
+    /// Cluster-key mode: a key file (`cohort keys generate`); every election connection
+    /// is then sealed and unsealed ones refused. Keyed voters elect only with voters that
+    /// hold the key (not with ZooKeeper servers).
+    #[arg(long)]
+    pub(crate) key_file: Option<std::path::PathBuf>,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -126,6 +131,11 @@ impl ElectArgs {
         if let Some(v) = self.leader_timeout_ms {
             options.timing.leader_silence_timeout = ms(v);
         }
+        options.keyring = self
+            .key_file
+            .as_deref()
+            .map(crate::node::read_key_file)
+            .transpose()?;
         Ok(options)
     }
 }
@@ -326,6 +336,7 @@ mod tests {
             finalize_wait_ms: None,
             heartbeat_ms: None,
             leader_timeout_ms: None,
+            key_file: None,
             json: false,
         };
         assert!(args.options().unwrap_err().contains("not among the voters"));

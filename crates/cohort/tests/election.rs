@@ -222,3 +222,177 @@ async fn a_lower_sid_dialling_in_gets_the_held_connection_probed() {
     assert_eq!((probe.state, probe.leader), (Role::Following, 1));
     voter.shutdown().await;
 }
+
+/// Writes an election connection header claiming `sid`, then a LOOKING notification that
+/// votes for `sid` with a far better zxid than any voter's.
+async fn claim_sid(conn: &mut tokio::net::TcpStream, sid: Sid, addr: SocketAddr) {
+    use bytes::BytesMut;
+    use cohort_proto::wire::zookeeper::{
+        CURRENT_VERSION, ConnectionHeader, Notification, encode_frame,
+    };
+    use tokio::io::AsyncWriteExt;
+    let mut out = BytesMut::new();
+    ConnectionHeader {
+        sid,
+        election_addr: addr.to_string(),
+    }
+    .encode(&mut out);
+    let vote = Notification {
+        state: Role::Looking,
+        leader: sid,
+        zxid: 1 << 40,
+        election_epoch: 1000,
+        peer_epoch: 1000,
+        version: CURRENT_VERSION,
+        config: bytes::Bytes::new(),
+    };
+    encode_frame(&vote.to_bytes(), &mut out);
+    conn.write_all(&out).await.expect("write the claim");
+}
+
+/// Connects to `to` from the address `from` (any port).
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind the source address");
+    socket.connect(to).await.expect("connect")
+}
+
+/// What a connection carries until the voter closes it (at most `wait`): `None` if it was
+/// closed without a byte, else the first bytes.
+async fn first_bytes(conn: &mut tokio::net::TcpStream, wait: Duration) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    match tokio::time::timeout(wait, conn.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => None,
+        Ok(Ok(n)) => Some(n),
+        Err(_) => panic!("the voter neither answered nor closed within {wait:?}"),
+    }
+}
+
+/// Issue 16: an election connection claiming a higher sid moved leadership. A voter's sid
+/// is now bound to its configured address: a claim from another address is closed
+/// unheard (counted), and the voters' decision stands. The control: with the binding
+/// turned off, the same claim is taken as that voter's connection and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sid_claimed_from_another_address_is_refused() {
+    let base = 23640;
+    // Three voters configured; sid 3 never runs: a stranger claims its sid.
+    let e1 = start(base, 3, 1, 0).await;
+    let e2 = start(base, 3, 2, 0).await;
+    agreed(&[&e1, &e2], 2).await;
+    let before = (e1.leadership(), e2.leadership());
+    let sid3 = SocketAddr::from(([127, 0, 0, 1], base + 3));
+
+    let mut stranger = connect_from([127, 0, 0, 2], e1.local_addr()).await;
+    claim_sid(&mut stranger, 3, sid3).await;
+    assert_eq!(
+        first_bytes(&mut stranger, Duration::from_secs(10)).await,
+        None,
+        "a claim from another address was heard"
+    );
+    assert_eq!(e1.stats().wrong_address, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((e1.leadership(), e2.leadership()), before);
+    e1.shutdown().await;
+
+    // Control: the same claim at a voter that does not bind sids to addresses.
+    let mut opts = ElectionOptions::new(1, addrs(base, 3));
+    opts.bind_peer_addresses = false;
+    let open = Election::start(opts).await.expect("bind election port");
+    let mut stranger = connect_from([127, 0, 0, 2], open.local_addr()).await;
+    claim_sid(&mut stranger, 3, sid3).await;
+    assert!(
+        first_bytes(&mut stranger, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "without the binding the claim is taken as sid 3's connection"
+    );
+    assert_eq!(open.stats().wrong_address, 0);
+    open.shutdown().await;
+    e2.shutdown().await;
+}
+
+/// Issue 16: a second connection claiming a connected sid replaced the first. Now the held
+/// connection is probed and, alive, kept; the newcomer is closed unheard (counted) and
+/// the election goes on over the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_for_a_connected_sid_does_not_replace_the_first() {
+    let base = 23650;
+    let e1 = start(base, 2, 1, 0).await;
+    let e2 = start(base, 2, 2, 0).await;
+    agreed(&[&e1, &e2], 2).await;
+    let before = (e1.leadership(), e2.leadership());
+    // From sid 2's own address (so only the duplicate check stands in the way).
+    let mut stranger = connect_from([127, 0, 0, 1], e1.local_addr()).await;
+    claim_sid(&mut stranger, 2, e2.local_addr()).await;
+    assert_eq!(
+        first_bytes(&mut stranger, Duration::from_secs(10)).await,
+        None,
+        "the second connection was heard"
+    );
+    assert_eq!(e1.stats().duplicate, 1);
+    assert_eq!(e1.stats().replaced, 0);
+    assert_eq!((e1.leadership(), e2.leadership()), before);
+    // The first connection still carries the election: sid 2 goes, sid 1 notices.
+    e2.shutdown().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while e1.role() != Role::Looking {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            e1.leadership()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A restarted sid 2 connects again and is taken.
+    let e2 = start(base, 2, 2, 0).await;
+    agreed(&[&e1, &e2], 2).await;
+    e1.shutdown().await;
+    e2.shutdown().await;
+}
+
+/// With a cluster key the mesh is sealed: keyed voters elect and fail over as usual, while
+/// a plain claim of a sid from the voter's own address, and a voter holding another key,
+/// are refused (counted) and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_mesh_elects_and_refuses_claims_without_the_key() {
+    use cohort::{Key, Keyring};
+    let base = 23660;
+    let keyed = |sid: Sid, key: u8| {
+        let mut opts = ElectionOptions::new(sid, addrs(base, 3));
+        opts.keyring = Some(Keyring::new(Key::from_bytes([key; 32])));
+        Election::start(opts)
+    };
+    let e1 = keyed(1, 1).await.expect("bind");
+    let e2 = keyed(2, 1).await.expect("bind");
+    agreed(&[&e1, &e2], 2).await;
+    let before = (e1.leadership(), e2.leadership());
+
+    // sid 3's claim in ZooKeeper's plain format, from sid 3's address.
+    let sid3 = SocketAddr::from(([127, 0, 0, 1], base + 3));
+    let mut plain = connect_from([127, 0, 0, 1], e1.local_addr()).await;
+    claim_sid(&mut plain, 3, sid3).await;
+    assert_eq!(
+        first_bytes(&mut plain, Duration::from_secs(10)).await,
+        None,
+        "a plain claim was heard by a keyed voter"
+    );
+    assert!(e1.stats().security.unauthenticated >= 1, "{:?}", e1.stats());
+    // A voter with another key, as sid 3.
+    let stranger = keyed(3, 2).await.expect("bind");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((e1.leadership(), e2.leadership()), before);
+    assert_eq!(stranger.role(), Role::Looking);
+    assert!(e1.stats().security.unknown_key + e2.stats().security.unknown_key >= 1);
+    stranger.shutdown().await;
+
+    // The keyed pair still fails over: sid 3 with the key joins, the leader goes.
+    let e3 = keyed(3, 1).await.expect("bind");
+    agreed(&[&e1, &e2, &e3], 2).await;
+    e2.shutdown().await;
+    agreed(&[&e1, &e3], 3).await;
+    e1.shutdown().await;
+    e3.shutdown().await;
+}

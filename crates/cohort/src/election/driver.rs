@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -10,12 +12,49 @@ use cohort_proto::wire::zookeeper::encode_frame;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::mesh::{self, MeshEvent};
+use super::mesh::{self, MeshEvent, Sealing};
 use super::{Command, Leadership};
+use crate::security::Security;
 
 /// First reconnect delay after a failed attempt; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long a second connection for a sid we hold a connection to waits for the held one
+/// to show itself dead (we write on it: a dead one is answered with a reset and closes).
+/// A live one is kept and the newcomer refused. A round trip and a kernel's reset take
+/// milliseconds; this leaves room for a loaded machine.
+const REPLACE_WAIT: Duration = Duration::from_secs(1);
+
+/// The mesh's counters (see [`ElectionStats`](super::ElectionStats)).
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) unknown_sid: AtomicU64,
+    pub(super) wrong_address: AtomicU64,
+    pub(super) duplicate: AtomicU64,
+    pub(super) replaced: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How the driver guards its connection mesh.
+pub(super) struct MeshOptions {
+    /// Whether a connection claiming a sid must come from that voter's configured IP.
+    pub(super) bind_addresses: bool,
+    pub(super) counters: Arc<Counters>,
+    /// The cluster key, if the mesh is sealed.
+    pub(super) security: Option<Security>,
+}
+
+/// A second connection for a sid we hold one to, waiting for the held one to close.
+struct Pending {
+    stream: tokio::net::TcpStream,
+    leftover: BytesMut,
+    sealing: Sealing,
+    until: Instant,
+}
 
 struct Peer {
     addr: SocketAddr,
@@ -27,6 +66,8 @@ struct Peer {
     connecting: bool,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// A newer connection from this sid, kept only if the held one turns out dead.
+    pending: Option<Pending>,
 }
 
 pub(super) struct Driver {
@@ -38,6 +79,11 @@ pub(super) struct Driver {
     leadership: watch::Sender<Leadership>,
     events_tx: mpsc::UnboundedSender<MeshEvent>,
     events_rx: mpsc::UnboundedReceiver<MeshEvent>,
+    /// Whether a connection claiming a sid must come from that voter's configured IP.
+    bind_addresses: bool,
+    counters: Arc<Counters>,
+    /// The cluster key, if the mesh is sealed.
+    security: Option<Security>,
 }
 
 impl Driver {
@@ -47,7 +93,13 @@ impl Driver {
         voters: BTreeMap<Sid, SocketAddr>,
         my_addr: SocketAddr,
         leadership: watch::Sender<Leadership>,
+        mesh: MeshOptions,
     ) -> Self {
+        let MeshOptions {
+            bind_addresses,
+            counters,
+            security,
+        } = mesh;
         let me = cfg.sid;
         let peers = voters
             .into_iter()
@@ -62,6 +114,7 @@ impl Driver {
                         connecting: false,
                         backoff: MIN_BACKOFF,
                         retry_at: None,
+                        pending: None,
                     },
                 )
             })
@@ -76,6 +129,9 @@ impl Driver {
             leadership,
             events_tx,
             events_rx,
+            bind_addresses,
+            counters,
+            security,
         }
     }
 
@@ -102,8 +158,14 @@ impl Driver {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        tokio::spawn(mesh::accept(stream, self.events_tx.clone()));
+                    if let Ok((stream, from)) = accepted {
+                        tokio::spawn(mesh::accept(
+                            stream,
+                            from,
+                            self.me,
+                            self.security.clone(),
+                            self.events_tx.clone(),
+                        ));
                     }
                 }
                 Some(event) = self.events_rx.recv() => self.on_mesh(event),
@@ -122,6 +184,11 @@ impl Driver {
         self.peers
             .values()
             .filter_map(|p| p.retry_at)
+            .chain(
+                self.peers
+                    .values()
+                    .filter_map(|p| p.pending.as_ref().map(|w| w.until)),
+            )
             .chain(self.core.poll_timeout())
             .min()
     }
@@ -141,6 +208,17 @@ impl Driver {
             }
             self.connect(sid);
         }
+        for (sid, p) in &mut self.peers {
+            if p.pending.as_ref().is_some_and(|w| w.until <= now) {
+                // The held connection is alive: the newcomer does not replace it.
+                bump(&self.counters.duplicate);
+                p.pending = None;
+                tracing::debug!(
+                    sid,
+                    "second election connection for a connected sid refused"
+                );
+            }
+        }
     }
 
     fn on_mesh(&mut self, event: MeshEvent) {
@@ -148,26 +226,66 @@ impl Driver {
         match event {
             MeshEvent::Accepted {
                 sid,
+                from,
                 stream,
                 leftover,
+                sealing,
             } => {
-                if !self.peers.contains_key(&sid) {
+                let Some(p) = self.peers.get_mut(&sid) else {
+                    bump(&self.counters.unknown_sid);
                     tracing::debug!(sid, "election connection from an unknown sid dropped");
-                } else if sid < self.me {
+                    return;
+                };
+                if self.bind_addresses && from.ip().to_canonical() != p.addr.ip().to_canonical() {
+                    // Whoever claims a sid must connect from that voter's address: a
+                    // stranger elsewhere on the network cannot speak for it.
+                    bump(&self.counters.wrong_address);
+                    tracing::debug!(
+                        sid,
+                        %from,
+                        configured = %p.addr,
+                        "election connection claiming a sid from another address dropped"
+                    );
+                    return;
+                }
+                if sid < self.me {
                     // Only connections initiated by the higher sid are kept: close this
                     // one and connect back.
                     drop(stream);
                     self.probe(sid);
                     self.connect(sid);
+                } else if p.conn.is_some() {
+                    // A second connection for a connected sid does not silently replace
+                    // the first: the held one is probed, and the newcomer kept only if
+                    // the held one closes meanwhile (the peer restarted or lost its end);
+                    // one newcomer waits at a time.
+                    if p.pending.is_some() {
+                        bump(&self.counters.duplicate);
+                        tracing::debug!(sid, "third election connection for a sid refused");
+                        return;
+                    }
+                    p.pending = Some(Pending {
+                        stream,
+                        leftover,
+                        sealing,
+                        until: now + REPLACE_WAIT,
+                    });
+                    if let (Some((_, tx)), Some(frame)) = (&p.conn, &p.last_sent) {
+                        let _ = tx.send(frame.clone());
+                    }
                 } else {
-                    self.install(sid, stream, leftover);
+                    self.install(sid, stream, leftover, sealing);
                 }
             }
-            MeshEvent::Connected { sid, stream } => {
+            MeshEvent::Connected {
+                sid,
+                stream,
+                sealing,
+            } => {
                 if let Some(p) = self.peers.get_mut(&sid) {
                     p.connecting = false;
                 }
-                self.install(sid, stream, BytesMut::new());
+                self.install(sid, stream, BytesMut::new(), sealing);
             }
             MeshEvent::AskedBack { sid } | MeshEvent::ConnectFailed { sid } => {
                 if let Some(p) = self.peers.get_mut(&sid) {
@@ -190,6 +308,12 @@ impl Driver {
                     p.conn = None;
                     p.backoff = MIN_BACKOFF;
                     p.retry_at = Some(now + MIN_BACKOFF);
+                    if let Some(waiting) = p.pending.take() {
+                        // The held connection was dead: the one that waited replaces it.
+                        bump(&self.counters.replaced);
+                        self.install(sid, waiting.stream, waiting.leftover, waiting.sealing);
+                        return;
+                    }
                     if self.core.leader() == Some(sid) && self.core.role() != Role::Leading {
                         tracing::debug!(sid, "connection to the leader lost");
                         self.core.leader_lost(now);
@@ -232,11 +356,18 @@ impl Driver {
             self.my_addr,
             sid,
             p.addr,
+            self.security.clone(),
             self.events_tx.clone(),
         ));
     }
 
-    fn install(&mut self, sid: Sid, stream: tokio::net::TcpStream, leftover: BytesMut) {
+    fn install(
+        &mut self,
+        sid: Sid,
+        stream: tokio::net::TcpStream,
+        leftover: BytesMut,
+        sealing: Sealing,
+    ) {
         self.generation += 1;
         // Twice the silence timeout: a dead path ends the connection only after the
         // election has already noticed, and a slow but working one is left alone.
@@ -246,6 +377,7 @@ impl Driver {
             self.generation,
             stream,
             leftover,
+            sealing,
             unacknowledged,
             self.events_tx.clone(),
         );

@@ -5,31 +5,100 @@
 //! closes; the higher one then connects back (that is what ZooKeeper does, and it is how
 //! a ZooKeeper server learns that we want to talk). Both directions of the kept connection
 //! carry int32-length-framed notifications.
+//!
+//! With a cluster key ([`ElectionOptions::keyring`](super::ElectionOptions::keyring)) every
+//! byte of every connection, the header included, is sealed (`crate::security`), both
+//! directions bound to the voter that accepted the connection: only key holders can claim
+//! a sid, and a connection recorded on its way to one voter does not open at another.
+//! Keyed voters then talk only to keyed voters (not to ZooKeeper servers).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use cohort_proto::MemberId;
 use cohort_proto::election::Sid;
+use cohort_proto::security::Purpose;
 use cohort_proto::wire::zookeeper::{ConnectionHeader, FrameDecoder, Notification};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use crate::security::{Security, StreamOpen, StreamSeal};
+
+/// What a keyed connection is bound to: the sid of the voter that accepted it.
+fn binding(sid: Sid) -> MemberId {
+    let mut id = *b"cohort-vote\0\0\0\0\0";
+    id[8..].copy_from_slice(&sid.to_be_bytes());
+    MemberId(id)
+}
+
+/// The sealing of one connection's two directions (pass-through without a key).
+pub(super) struct Sealing {
+    pub(super) seal: StreamSeal,
+    pub(super) open: StreamOpen,
+}
+
+impl Sealing {
+    /// For a connection accepted by (or made to) the voter `acceptor`.
+    pub(super) fn new(security: Option<&Security>, acceptor: Sid) -> Self {
+        Self {
+            seal: StreamSeal::new(security, Purpose::Election).bind(binding(acceptor)),
+            open: StreamOpen::new(security, Purpose::Election).bind(binding(acceptor)),
+        }
+    }
+
+    /// `plain` as it goes on the wire.
+    fn seal(&mut self, plain: &[u8]) -> io::Result<Bytes> {
+        if self.seal.is_plain() {
+            return Ok(Bytes::copy_from_slice(plain));
+        }
+        let mut out = BytesMut::new();
+        self.seal
+            .seal_into(plain, &mut out)
+            .map_err(io::Error::other)?;
+        Ok(out.freeze())
+    }
+
+    /// Reads from `stream` and appends what it carried, opened, to `plain`. `Ok(false)`
+    /// at the end of the stream; an error for refused (unsealed, forged) bytes.
+    async fn read(
+        &mut self,
+        stream: &mut (impl AsyncReadExt + Unpin),
+        plain: &mut BytesMut,
+    ) -> io::Result<bool> {
+        let raw = self.open.read_buffer(plain);
+        raw.reserve(16 * 1024);
+        if stream.read_buf(raw).await? == 0 {
+            return Ok(false);
+        }
+        self.open
+            .open(plain)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(true)
+    }
+}
 
 /// How long a peer may take to send its connection header or to accept our connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the connection tasks tell the driver.
 pub(super) enum MeshEvent {
-    /// A peer connected to us and sent its header.
+    /// A peer connected to us (from `from`) and sent its header.
     Accepted {
         sid: Sid,
+        from: SocketAddr,
         stream: TcpStream,
         leftover: BytesMut,
+        sealing: Sealing,
     },
     /// Our connection to a lower sid is up (header sent): keep it.
-    Connected { sid: Sid, stream: TcpStream },
+    Connected {
+        sid: Sid,
+        stream: TcpStream,
+        sealing: Sealing,
+    },
     /// We told a higher sid that we want a connection; it should connect back.
     AskedBack { sid: Sid },
     /// Connecting failed.
@@ -46,9 +115,13 @@ pub(super) enum MeshEvent {
 /// Reads a peer's connection header (and whatever came after it) from a new connection.
 pub(super) async fn accept(
     mut stream: TcpStream,
+    from: SocketAddr,
+    me: Sid,
+    security: Option<Security>,
     events: mpsc::UnboundedSender<MeshEvent>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    let mut sealing = Sealing::new(security.as_ref(), me);
     let read = async {
         let mut buf = BytesMut::with_capacity(128);
         loop {
@@ -60,7 +133,7 @@ pub(super) async fn accept(
                 Ok(None) => {}
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
-            if stream.read_buf(&mut buf).await? == 0 {
+            if !sealing.read(&mut stream, &mut buf).await? {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -70,8 +143,10 @@ pub(super) async fn accept(
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let _ = events.send(MeshEvent::Accepted {
         sid: header.sid,
+        from,
         stream,
         leftover,
+        sealing,
     });
     Ok(())
 }
@@ -83,10 +158,11 @@ pub(super) async fn initiate(
     my_addr: SocketAddr,
     peer: Sid,
     addr: SocketAddr,
+    security: Option<Security>,
     events: mpsc::UnboundedSender<MeshEvent>,
 ) {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let mut stream = connect_from(my_addr, addr).await?;
         stream.set_nodelay(true)?;
         let mut header = BytesMut::new();
         ConnectionHeader {
@@ -94,15 +170,37 @@ pub(super) async fn initiate(
             election_addr: my_addr.to_string(),
         }
         .encode(&mut header);
-        stream.write_all(&header).await?;
-        io::Result::Ok(stream)
+        // The peer accepts: both directions are bound to it.
+        let mut sealing = Sealing::new(security.as_ref(), peer);
+        stream.write_all(&sealing.seal(&header)?).await?;
+        io::Result::Ok((stream, sealing))
     };
     let event = match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
-        Ok(Ok(stream)) if peer < me => MeshEvent::Connected { sid: peer, stream },
+        Ok(Ok((stream, sealing))) if peer < me => MeshEvent::Connected {
+            sid: peer,
+            stream,
+            sealing,
+        },
         Ok(Ok(_closed)) => MeshEvent::AskedBack { sid: peer },
         _ => MeshEvent::ConnectFailed { sid: peer },
     };
     let _ = events.send(event);
+}
+
+/// Connects to `addr` from our own election address's IP (any port), so that the peer,
+/// which checks that a voter connects from the address it is configured with, sees the
+/// right one on a host with several addresses. From any address if ours is unspecified.
+async fn connect_from(my_addr: SocketAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    if my_addr.ip().is_unspecified() || my_addr.is_ipv4() != addr.is_ipv4() {
+        return TcpStream::connect(addr).await;
+    }
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(my_addr.ip(), 0))?;
+    socket.connect(addr).await
 }
 
 /// Makes the kernel end the connection once sent data has gone unacknowledged for
@@ -130,15 +228,28 @@ pub(super) fn run_connection(
     generation: u64,
     stream: TcpStream,
     leftover: BytesMut,
+    sealing: Sealing,
     unacknowledged_timeout: Duration,
     events: mpsc::UnboundedSender<MeshEvent>,
 ) -> mpsc::UnboundedSender<Bytes> {
     limit_unacknowledged(&stream, unacknowledged_timeout);
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let (mut read, mut write) = stream.into_split();
+    let Sealing { seal, open } = sealing;
+    let mut sealing_out = Sealing {
+        seal,
+        open: StreamOpen::new(None, Purpose::Election),
+    };
+    let mut sealing_in = Sealing {
+        seal: StreamSeal::new(None, Purpose::Election),
+        open,
+    };
     tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if write.write_all(&frame).await.is_err() {
+            let Ok(wire) = sealing_out.seal(&frame) else {
+                break;
+            };
+            if write.write_all(&wire).await.is_err() {
                 break;
             }
         }
@@ -147,7 +258,7 @@ pub(super) fn run_connection(
     tokio::spawn(async move {
         let mut decoder = FrameDecoder::new();
         decoder.extend(&leftover);
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut plain = BytesMut::with_capacity(16 * 1024);
         'conn: loop {
             loop {
                 match decoder.next_frame() {
@@ -166,9 +277,16 @@ pub(super) fn run_connection(
                     }
                 }
             }
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => decoder.extend(&buf[..n]),
+            match sealing_in.read(&mut read, &mut plain).await {
+                Ok(true) => {
+                    decoder.extend(&plain);
+                    plain.clear();
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::debug!(sid, error = %e, "election connection refused; closing");
+                    break;
+                }
             }
         }
         let _ = events.send(MeshEvent::Closed { sid, generation });

@@ -25,6 +25,7 @@ mod mesh;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use cohort_proto::election::ElectionConfig;
@@ -49,6 +50,16 @@ pub struct ElectionOptions {
     pub zxid: i64,
     /// Election timing; `sid`, `voters` and `config` are filled in from the fields above.
     pub timing: ElectionConfig,
+    /// Whether a connection that claims a voter's sid must come from that voter's
+    /// configured IP address (default: yes). Without it, anyone who can reach the election
+    /// port can speak for any voter. Turn it off only where voters reach each other
+    /// through address translation.
+    pub bind_peer_addresses: bool,
+    /// Cluster-key mode: every byte of every election connection sealed with the ring's
+    /// primary key (see [`Config::keyring`](crate::Config::keyring)), so only key holders
+    /// can claim a sid or read a vote. Keyed voters talk only to voters with the same
+    /// key, not to ZooKeeper servers (ZooKeeper's answer is quorum TLS). Default: `None`.
+    pub keyring: Option<crate::Keyring>,
 }
 
 impl ElectionOptions {
@@ -62,6 +73,8 @@ impl ElectionOptions {
             voters,
             quorum_ports: BTreeMap::new(),
             zxid: 0,
+            bind_peer_addresses: true,
+            keyring: None,
         }
     }
 
@@ -150,6 +163,26 @@ pub struct Leadership {
     pub election_epoch: i64,
 }
 
+/// What a voter's connection mesh refused or replaced since it started. The counters are
+/// 64-bit and count connections, one at a time: they cannot wrap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ElectionStats {
+    /// Connections whose header named a sid that is not a voter.
+    pub unknown_sid: u64,
+    /// Connections claiming a voter's sid from an address other than that voter's
+    /// (see [`ElectionOptions::bind_peer_addresses`]).
+    pub wrong_address: u64,
+    /// Second connections for a sid already connected, refused because the held
+    /// connection stayed alive.
+    pub duplicate: u64,
+    /// Second connections that replaced a held one which turned out dead (the peer
+    /// restarted or lost its end).
+    pub replaced: u64,
+    /// With a key: what the seal refused (unsealed or forged connections); zero without.
+    pub security: crate::SecurityStats,
+}
+
 enum Command {
     SetZxid(i64),
 }
@@ -164,6 +197,8 @@ pub struct Election {
     commands: mpsc::UnboundedSender<Command>,
     leadership: watch::Receiver<Leadership>,
     driver: Arc<Running>,
+    counters: Arc<driver::Counters>,
+    security: Option<crate::Security>,
 }
 
 /// The driver task of a voter, stopped when the last clone goes.
@@ -205,12 +240,19 @@ impl Election {
             election_epoch: 0,
         });
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let counters = Arc::new(driver::Counters::default());
+        let security = options.keyring.clone().map(crate::Security::new);
         let driver = driver::Driver::new(
             cfg,
             options.zxid,
             options.voters.clone(),
             local_addr,
             leadership_tx,
+            driver::MeshOptions {
+                bind_addresses: options.bind_peer_addresses,
+                counters: counters.clone(),
+                security: security.clone(),
+            },
         );
         let task = tokio::spawn(driver.run(listener, command_rx, shutdown_rx));
         Ok(Self {
@@ -222,6 +264,8 @@ impl Election {
                 stop: Mutex::new(Some(shutdown_tx)),
                 task: Tasks::new(vec![task]),
             }),
+            counters,
+            security,
         })
     }
 
@@ -233,6 +277,23 @@ impl Election {
     /// The bound election address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What the connection mesh refused or replaced so far.
+    pub fn stats(&self) -> ElectionStats {
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        ElectionStats {
+            unknown_sid: get(&c.unknown_sid),
+            wrong_address: get(&c.wrong_address),
+            duplicate: get(&c.duplicate),
+            replaced: get(&c.replaced),
+            security: self
+                .security
+                .as_ref()
+                .map(crate::Security::stats)
+                .unwrap_or_default(),
+        }
     }
 
     /// Sets the application's last applied position, used by this voter's next vote.
