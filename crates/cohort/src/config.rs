@@ -7,6 +7,7 @@ use bytes::Bytes;
 use cohort_proto::group::GroupConfig;
 
 use crate::discovery::DiscoveryConfig;
+use crate::transport::limits::InboundLimits;
 
 /// Everything a node needs to start. `Config::default()` is a working single-machine
 /// setup: Tribes' multicast group and timings, a receiver on 127.0.0.1 from port 4000 up.
@@ -77,6 +78,13 @@ pub struct Config {
     /// Tomcat nodes or unkeyed cohort nodes. `None` keeps the plain Tribes and cohort wire
     /// formats. Default: `None`.
     pub keyring: Option<crate::Keyring>,
+    /// Limits on the connections the channel's receiver accepts: how many at once and
+    /// how many bytes of unfinished frames they may hold (see [`InboundLimits`]). Idle
+    /// connections are never closed for being idle. `max_buffered_per_connection` must
+    /// hold the largest frame: at least `max_message_size` plus 64 KiB. Default:
+    /// `InboundLimits::default()` (1024 connections, 64 MiB + 128 KiB each, 256 MiB in
+    /// all).
+    pub inbound: InboundLimits,
 }
 
 /// Multicast group settings for discovery and heartbeats.
@@ -127,6 +135,7 @@ impl Default for Config {
             group: GroupConfig::default(),
             discovery: DiscoveryConfig::default(),
             keyring: None,
+            inbound: InboundLimits::default(),
         }
     }
 }
@@ -173,6 +182,14 @@ impl Config {
         if self.group.suspect_after < self.heartbeat_interval * 2 {
             return Err(ConfigError::SuspectTooShort);
         }
+        if self.inbound.max_connections == 0 {
+            return Err(ConfigError::Zero("inbound.max_connections"));
+        }
+        if self.inbound.max_buffered_per_connection
+            < self.max_message_size.saturating_add(64 * 1024)
+        {
+            return Err(ConfigError::InboundBufferTooSmall);
+        }
         Ok(())
     }
 
@@ -212,6 +229,9 @@ pub enum ConfigError {
     /// Members would be dropped between two heartbeats.
     #[error("drop_time must be longer than heartbeat_interval")]
     DropTimeTooShort,
+    /// A connection could not hold the largest frame the receiver accepts.
+    #[error("inbound.max_buffered_per_connection must be at least max_message_size + 64 KiB")]
+    InboundBufferTooSmall,
 }
 
 cohort_proto::config_setters!(Config {

@@ -56,6 +56,7 @@ pub use error::{SendError, StartError};
 pub use event::{Event, Events, Message};
 pub use node::{Node, NodeStats, SendReport};
 pub use security::{Key, KeyId, Keyring, KeyringError, Security, SecurityStats};
+pub use transport::limits::{InboundLimits, InboundStats};
 
 /// The protocol core, re-exported for users who drive it themselves.
 pub use cohort_proto as proto;

@@ -81,6 +81,9 @@ pub struct NodeStats {
     pub malformed_frames: u64,
     /// Connections accepted by the receiver.
     pub connections_accepted: u64,
+    /// What the receiver's connection limits did ([`Config::inbound`]): connections
+    /// refused, evicted or closed for buffering too much.
+    pub inbound: crate::InboundStats,
     /// What the cluster-key seam sealed, opened and refused (all zero without a key).
     pub security: SecurityStats,
 }
@@ -194,6 +197,7 @@ impl Node {
                 events_tx.clone(),
                 config.max_message_size,
                 config.busy_poll,
+                config.inbound,
             )),
             tokio::spawn(forward_membership_events(membership_rx, events_tx)),
             tokio::spawn(group::run(
@@ -280,6 +284,7 @@ impl Node {
             messages_received: get(&c.messages_received),
             malformed_frames: get(&c.malformed_frames),
             connections_accepted: get(&c.connections_accepted),
+            inbound: c.inbound.stats(),
             security: self
                 .inner
                 .shared

@@ -40,6 +40,8 @@ pub(crate) struct Counters {
     pub(crate) messages_received: AtomicU64,
     pub(crate) malformed_frames: AtomicU64,
     pub(crate) connections_accepted: AtomicU64,
+    /// What the receiver's connection limits did.
+    pub(crate) inbound: Arc<crate::transport::limits::InboundCounters>,
 }
 
 impl Counters {

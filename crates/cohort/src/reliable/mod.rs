@@ -114,6 +114,13 @@ pub struct ReliableChannelConfig {
     /// [`security::OVERHEAD`](cohort_proto::security::OVERHEAD) bytes in a UDP datagram.
     /// Default: `None`.
     pub keyring: Option<Keyring>,
+    /// Limits on inbound TCP connections ([`Transport::Tcp`] only): `max_connections`
+    /// caps the connections still in their hello exchange (a member's connection sends
+    /// its hello at once and then belongs to that member's link, one per member of the
+    /// view); at the cap a new connection replaces the oldest one still in its hello. A
+    /// connection holds at most one 64 KiB frame (and, with a key, one sealed record) of
+    /// unfinished bytes whatever the limits say. Default: `InboundLimits::default()`.
+    pub inbound: crate::InboundLimits,
 }
 
 impl Default for ReliableChannelConfig {
@@ -127,6 +134,7 @@ impl Default for ReliableChannelConfig {
             core: ReliableConfig::lan(),
             busy_poll: Duration::from_micros(50),
             keyring: None,
+            inbound: crate::InboundLimits::default(),
         }
     }
 }
@@ -241,6 +249,8 @@ struct Shared {
     /// The driver stopped (closed or failed).
     closed: std::sync::atomic::AtomicBool,
     counters: Mutex<ReliableChannelStats>,
+    /// What the TCP transport's connection limits did.
+    inbound: Arc<crate::transport::limits::InboundCounters>,
     local_addr: SocketAddr,
     /// Own multicasts are delivered locally at once, by the sending handle.
     deliver_own: bool,
@@ -369,6 +379,7 @@ impl ReliableChannel {
             receivers_waiting: AtomicUsize::new(0),
             closed: false.into(),
             counters: Mutex::new(ReliableChannelStats::default()),
+            inbound: Arc::default(),
             local_addr,
             deliver_own: config.core.deliver_own,
         });
@@ -671,6 +682,7 @@ impl ReliableChannel {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         stats.core = core;
+        stats.tcp.inbound = self.shared.inbound.stats();
         stats
     }
 

@@ -34,6 +34,7 @@ use tracing::{debug, trace};
 
 use super::{ReliableChannelConfig, ReliableChannelStats, ReliableStartError, Shared};
 use crate::security::{Security, StreamOpen, StreamSeal};
+use crate::transport::limits::{Conn as InboundConn, Slots};
 
 /// Datagrams waiting to be written to one member. Beyond this they are dropped: the core's
 /// flow control bounds what is in flight, so only a member that stopped reading fills it.
@@ -69,6 +70,9 @@ pub struct TcpStats {
     /// Datagrams dropped because a member's send queue was full (also in
     /// [`send_errors`](super::ReliableChannelStats::send_errors)).
     pub queue_full: u64,
+    /// What the limits on inbound connections did (see
+    /// [`ReliableChannelConfig::inbound`]).
+    pub inbound: crate::InboundStats,
 }
 
 /// Opens the listening socket on the member's own address.
@@ -137,6 +141,9 @@ pub(super) async fn run(
     let local = shared.core().local();
     let (frames_tx, mut frames) = mpsc::channel(RECV_QUEUE);
     let (accepted_tx, mut accepted) = mpsc::channel(64);
+    // Connections in their hello exchange; at the cap the oldest makes room.
+    let mut handshakes = tokio::task::JoinSet::new();
+    let mut slots = Slots::new(config.inbound, shared.inbound.clone());
     let mut driver = Driver {
         hello: Hello {
             member: local,
@@ -177,13 +184,19 @@ pub(super) async fn run(
             r = listener.accept() => match r {
                 Ok((stream, from)) => {
                     trace!(%from, "reliable tcp: connection accepted");
-                    tokio::spawn(read_hello_of(
+                    let Some(admitted) = slots.admit() else {
+                        continue;
+                    };
+                    let proven = admitted.proven_flag();
+                    let handle = handshakes.spawn(read_hello_of(
                         stream,
                         accepted_tx.clone(),
                         driver.shared.clone(),
                         driver.security.clone(),
                         local,
+                        admitted,
                     ));
+                    slots.insert(proven, handle);
                 }
                 Err(e) => {
                     // Out of descriptors, most likely: do not spin on it.
@@ -192,6 +205,12 @@ pub(super) async fn run(
                 }
             },
             Some(a) = accepted.recv() => driver.attach(a),
+            Some(ended) = handshakes.join_next_with_id(), if !handshakes.is_empty() => {
+                match ended {
+                    Ok((id, ())) => slots.remove(id),
+                    Err(e) => slots.remove(e.id()),
+                }
+            }
             _ = frames.recv_many(&mut received, RECV_BATCH) => {}
             () = driver.shared.wake_driver.notified() => {}
             () = sleep => {}
@@ -374,6 +393,8 @@ async fn read_hello_of(
     shared: Arc<Shared>,
     security: Option<Security>,
     local: MemberId,
+    // Holds the connection's place among the handshakes until the hello is read.
+    _admitted: InboundConn,
 ) {
     let _ = stream.set_nodelay(true);
     let mut decoder = FrameDecoder::new();

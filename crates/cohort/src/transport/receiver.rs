@@ -22,6 +22,7 @@ use crate::event::{Event, Message};
 use crate::group::GroupInput;
 use crate::security::{StreamOpen, StreamSeal};
 use crate::shared::{Counters, Shared};
+use crate::transport::limits::{Conn, InboundLimits, Slots};
 
 /// Replies that may wait for the writer, per connection, before the reader pauses.
 const REPLY_QUEUE: usize = 4096;
@@ -41,8 +42,10 @@ pub(crate) async fn run(
     events: mpsc::Sender<Event>,
     max_message: usize,
     busy_poll: Duration,
+    inbound: InboundLimits,
 ) {
     let mut connections = JoinSet::new();
+    let mut slots = Slots::new(inbound, shared.counters.inbound.clone());
     let limits = ChannelDataLimits {
         max_message,
         ..ChannelDataLimits::default()
@@ -51,16 +54,35 @@ pub(crate) async fn run(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(conn) = slots.admit() else {
+                        debug!(%peer, "connection refused: at the cap, every connection busy");
+                        continue;
+                    };
                     Counters::bump(&shared.counters.connections_accepted);
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, peer, shared.clone(), events.clone(), limits, busy_poll));
+                    let proven = conn.proven_flag();
+                    let handle = connections.spawn(serve(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        events.clone(),
+                        limits,
+                        busy_poll,
+                        conn,
+                    ));
+                    slots.insert(proven, handle);
                 }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(ended) = connections.join_next_with_id(), if !connections.is_empty() => {
+                match ended {
+                    Ok((id, ())) => slots.remove(id),
+                    Err(e) => slots.remove(e.id()),
+                }
+            }
         }
     }
 }
@@ -72,6 +94,7 @@ async fn serve(
     events: mpsc::Sender<Event>,
     limits: ChannelDataLimits,
     busy_poll: Duration,
+    mut conn: Conn,
 ) {
     let (mut reader, writer) = stream.into_split();
     let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
@@ -116,7 +139,10 @@ async fn serve(
                 }
             };
             let data = match ChannelData::decode(&body, &limits) {
-                Ok(data) => data,
+                Ok(data) => {
+                    conn.proven();
+                    data
+                }
                 Err(e) => {
                     Counters::bump(&shared.counters.malformed_frames);
                     warn!(%peer, error = %e, "closing connection: malformed message");
@@ -170,6 +196,11 @@ async fn serve(
             // If the application dropped its event stream, the message is dropped here
             // and, being dropped, acknowledged.
             let _ = events.send(Event::Message(message)).await;
+        }
+        // What is left is unfinished: a frame's beginning, a record not yet complete.
+        if !conn.hold(buf.len() + opener.buffered()) {
+            warn!(%peer, "closing connection: it holds more unfinished bytes than allowed");
+            break;
         }
     }
     drop(replies_tx);
