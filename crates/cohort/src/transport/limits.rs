@@ -48,6 +48,7 @@ impl Default for InboundLimits {
 /// What the limits did, for a transport's stats. 64-bit, one per connection or refusal:
 /// they cannot wrap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InboundStats {
     /// Connections accepted and served.
     pub accepted: u64,
