@@ -254,6 +254,7 @@ cohort_proto::config_setters!(Config {
     group: GroupConfig,
     discovery: DiscoveryConfig,
     [into] keyring: Option<crate::Keyring>,
+    inbound: InboundLimits,
 });
 
 cohort_proto::config_setters!(MulticastConfig {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort::{Config, MulticastConfig, Node, SendOptions};
+use cohort::{Config, InboundLimits, MulticastConfig, Node, SendOptions};
 use cohort_proto::wire::tribes::frame::START_DATA;
 use support::wait_for_view;
 use tokio::io::AsyncWriteExt;
@@ -20,16 +20,14 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
 
 fn config(mcast_port: u16) -> Config {
-    Config {
-        domain: Bytes::from(format!("limits-test-{mcast_port}")),
-        port: 0,
-        multicast: MulticastConfig {
-            port: mcast_port,
-            interface: Some(Ipv4Addr::LOCALHOST),
-            ..MulticastConfig::default()
-        },
-        ..Config::default()
-    }
+    Config::default()
+        .domain(Bytes::from(format!("limits-test-{mcast_port}")))
+        .port(0)
+        .multicast(
+            MulticastConfig::default()
+                .port(mcast_port)
+                .interface(Some(Ipv4Addr::LOCALHOST)),
+        )
 }
 
 /// Waits until `check` holds, or fails after `limit` with `what`.
@@ -49,8 +47,7 @@ async fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_stop_a_new_members_frames_from_getting_acks() {
     let port = 46700;
-    let mut cfg = config(port);
-    cfg.inbound.max_connections = 32;
+    let cfg = config(port).inbound(InboundLimits::default().max_connections(32));
     let (a, _a_events) = Node::start(cfg).await.unwrap();
     let target = a.local_member().addr;
 
@@ -116,8 +113,7 @@ async fn idle_connections_do_not_stop_a_new_members_frames_from_getting_acks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_of_huge_frames_cannot_make_a_node_hold_more_than_allowed() {
     let port = 46701;
-    let mut cfg = config(port);
-    cfg.inbound.max_buffered_total = 8 << 20;
+    let cfg = config(port).inbound(InboundLimits::default().max_buffered_total(8 << 20));
     let (a, _a_events) = Node::start(cfg).await.unwrap();
     let (b, _b_events) = Node::start(config(port)).await.unwrap();
     let ids = [a.id(), b.id()];

@@ -345,4 +345,6 @@ cohort_proto::config_setters!(ElectionOptions {
     quorum_ports: BTreeMap<Sid, u16>,
     zxid: i64,
     timing: ElectionConfig,
+    bind_peer_addresses: bool,
+    [into] keyring: Option<crate::Keyring>,
 });

@@ -20,6 +20,7 @@ use tokio::task::{AbortHandle, Id};
 /// Limits on inbound TCP connections; the same for the channel's receiver and for the
 /// reliable channel's TCP transport (each has its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InboundLimits {
     /// Connections served at once. At the cap a new connection replaces the oldest one
     /// that has not delivered a frame yet; if every connection has, the new one is closed
@@ -44,6 +45,12 @@ impl Default for InboundLimits {
         }
     }
 }
+
+cohort_proto::config_setters!(InboundLimits {
+    max_connections: usize,
+    max_buffered_per_connection: usize,
+    max_buffered_total: usize,
+});
 
 /// What the limits did, for a transport's stats. 64-bit, one per connection or refusal:
 /// they cannot wrap.
