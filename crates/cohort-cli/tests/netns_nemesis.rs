@@ -18,7 +18,8 @@
 //! Knobs: `NEMESIS_SEED=<u64>` replays a run's fault schedule (the seed is printed at the
 //! start and in every failure message); `NEMESIS_SECS=<n>` runs faults for `n` seconds
 //! (default 140); `NEMESIS_FAULTS=kill,stop,cut,partition` limits the kinds of fault (a
-//! seed replays with the same list). Long soaks outlast nextest's timeout; run the test binary through
+//! seed replays with the same list); `NEMESIS_BOUND_MS=<n>` sets the bound on agreement
+//! after a heal (default [`CONVERGENCE_BOUND`]). Long soaks outlast nextest's timeout; run the test binary through
 //! `cargo test` instead:
 //! `NEMESIS_SECS=600 cargo test -p cohort-cli --test netns_nemesis -- --include-ignored --nocapture`.
 //! `COHORT_LOG=cohort=debug` makes the nodes log to their stderr files (under
@@ -849,6 +850,13 @@ fn effective_uid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// The bound on agreement after a heal: `NEMESIS_BOUND_MS`, else [`CONVERGENCE_BOUND`].
+/// A soak run by hand on an otherwise idle machine sets the target (2 000 ms); the CI
+/// default leaves room for the other tests sharing its two cores.
+fn convergence_bound() -> Duration {
+    env_u64("NEMESIS_BOUND_MS").map_or(CONVERGENCE_BOUND, ms)
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
     Some(
@@ -991,10 +999,11 @@ impl Cluster<'_> {
                 } else {
                     stats.unchanged += 1;
                 }
-                if took > CONVERGENCE_BOUND {
+                let bound = convergence_bound();
+                if took > bound {
                     self.violations.push(format!(
                         "episode {n} ({what}): the live nodes agreed {:.2} s after the heal, \
-                         beyond the bound of {CONVERGENCE_BOUND:?}",
+                         beyond the bound of {bound:?}",
                         took.as_secs_f64()
                     ));
                 }
