@@ -1,5 +1,7 @@
-//! What every benchmark reports beside its figures: the spread of repeated runs
-//! ([`Spread`]: median, min, max) and the machine and its load ([`Machine`]).
+//! What every benchmark shares: the order of its rounds ([`Schedule`]: warm-up rounds
+//! not counted, then counted rounds in which the systems take turns), the spread of
+//! repeated runs ([`Spread`]: median, min, max) and the machine and its load
+//! ([`Machine`]).
 
 use serde::Serialize;
 
@@ -36,6 +38,79 @@ impl Spread {
             max: v[n - 1],
             n,
         })
+    }
+
+    /// The same spread with every figure rounded to `decimals` decimal places.
+    pub fn rounded(self, decimals: i32) -> Self {
+        let f = 10f64.powi(decimals);
+        let r = |x: f64| (x * f).round() / f;
+        Self {
+            median: r(self.median),
+            min: r(self.min),
+            max: r(self.max),
+            n: self.n,
+        }
+    }
+}
+
+/// The order in which a benchmark runs its rounds: `warmup` rounds that are not counted
+/// (a JVM compiles its hot paths there), then `runs` counted ones. In every round each
+/// system has one turn, and the system that goes first rotates from round to round, so
+/// the systems alternate (cohort, peer, peer, cohort, ...) and see the same background
+/// rather than one system's block running after another's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// How many systems take turns.
+    pub systems: usize,
+    /// Rounds not counted, first.
+    pub warmup: usize,
+    /// Rounds counted, after the warm-up ones.
+    pub runs: usize,
+}
+
+/// One turn of a [`Schedule`]: which round, which system, whether it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// The round, from 0 (warm-up rounds first).
+    pub round: usize,
+    /// The index of the system whose turn it is.
+    pub system: usize,
+    /// Whether the turn's figures count (false in the warm-up rounds).
+    pub counted: bool,
+}
+
+impl Schedule {
+    /// How many rounds, warm-up ones included.
+    pub fn rounds(&self) -> usize {
+        self.warmup + self.runs
+    }
+
+    /// The turns of round `round`: every system once, starting with system
+    /// `round % systems`.
+    pub fn round(&self, round: usize) -> impl Iterator<Item = Turn> + use<> {
+        let Self {
+            systems, warmup, ..
+        } = *self;
+        (0..systems).map(move |j| Turn {
+            round,
+            system: (j + round) % systems,
+            counted: round >= warmup,
+        })
+    }
+
+    /// Every turn, in order: round by round (see [`round`](Self::round)).
+    pub fn turns(&self) -> impl Iterator<Item = Turn> + use<> {
+        let s = *self;
+        (0..s.rounds()).flat_map(move |round| s.round(round))
+    }
+
+    /// "run 2/5" for a counted turn, "warm-up run 1 (not counted)" for the others.
+    pub fn label(&self, turn: Turn) -> String {
+        if turn.counted {
+            format!("run {}/{}", turn.round - self.warmup + 1, self.runs)
+        } else {
+            format!("warm-up run {} (not counted)", turn.round + 1)
+        }
     }
 }
 
@@ -101,6 +176,63 @@ mod tests {
         let s = Spread::of(&[4.0, 1.0, 3.0, 2.0, f64::NAN]).expect("values");
         assert_eq!((s.median, s.min, s.max, s.n), (2.5, 1.0, 4.0, 4));
         assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
+    fn spread_rounds_every_figure() {
+        let s = Spread::of(&[1.04, 2.06, 3.15]).expect("values").rounded(1);
+        assert_eq!((s.median, s.min, s.max, s.n), (2.1, 1.0, 3.2, 3));
+    }
+
+    #[test]
+    fn schedule_alternates_and_counts_after_the_warmup() {
+        let s = Schedule {
+            systems: 2,
+            warmup: 1,
+            runs: 2,
+        };
+        let turns: Vec<(usize, usize, bool)> =
+            s.turns().map(|t| (t.round, t.system, t.counted)).collect();
+        assert_eq!(
+            turns,
+            [
+                (0, 0, false),
+                (0, 1, false),
+                (1, 1, true),
+                (1, 0, true),
+                (2, 0, true),
+                (2, 1, true)
+            ]
+        );
+        let three = Schedule {
+            systems: 3,
+            warmup: 0,
+            runs: 3,
+        };
+        // Every system goes first once in three rounds.
+        let firsts: Vec<usize> = three
+            .turns()
+            .filter(|t| t.system == t.round % 3)
+            .map(|t| t.system)
+            .collect();
+        assert_eq!(firsts, [0, 1, 2]);
+        assert!(three.turns().all(|t| t.counted));
+        assert_eq!(
+            s.label(Turn {
+                round: 0,
+                system: 1,
+                counted: false
+            }),
+            "warm-up run 1 (not counted)"
+        );
+        assert_eq!(
+            s.label(Turn {
+                round: 2,
+                system: 1,
+                counted: true
+            }),
+            "run 2/2"
+        );
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!
 //! Every run starts a fresh ensemble (so every run also measures a cold start). Times are
 //! from just before the action (the first process started, the signal sent) to the moment
-//! of agreement.
+//! of agreement. Runs follow a [`Schedule`]: for each size and scenario,
+//! `--warmup-rounds` runs of each system not counted, then `--runs` counted ones, cohort
+//! and ZooKeeper taking turns run by run (the first of them rotating), and every figure is
+//! the median with min–max over the counted runs.
 //!
 //! cohort: every voter is a `cohort elect --json` process; each of its role lines carries
 //! the voter's wall clock (`unix_us`), and agreement is the first moment at which the
@@ -28,10 +31,11 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::process::{loadavg, unix_us};
-use super::sample::{Spread, SpreadRecord, round};
+use super::process::unix_us;
+use super::sample::round;
 use super::zookeeper::{ZkEnsemble, ZkVoter};
 use crate::BenchResult;
+use crate::stats::{Machine, Schedule, Spread, loadavg};
 use crate::supervisor::{Proc, Signal};
 
 /// Options of `cohort perf-election`.
@@ -40,15 +44,14 @@ pub struct PerfElectionArgs {
     /// Ensemble sizes (numbers of voters, at most 9).
     #[arg(long, value_delimiter = ',', default_value = "3,5")]
     sizes: Vec<usize>,
-    /// Runs of each cohort scenario (cold start is measured in every run, so twice as often).
-    #[arg(long, default_value_t = 7)]
+    /// Counted runs of each scenario and system (cold start is measured in every run, so
+    /// twice as often); every figure is their median with min–max.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Runs of ZooKeeper's kill -9 scenario.
-    #[arg(long, default_value_t = 5)]
-    zk_runs: usize,
-    /// Runs of ZooKeeper's hung-leader scenario (about 10 s each: syncLimit × tickTime).
-    #[arg(long, default_value_t = 5)]
-    zk_hung_runs: usize,
+    /// Runs of each scenario and system before the counted ones, not counted: the first
+    /// JVMs of a run start with cold disk and class caches.
+    #[arg(long, default_value_t = 1)]
+    warmup_rounds: usize,
     /// How often the ZooKeeper servers are asked for their mode (`srvr`), in milliseconds.
     #[arg(long, default_value_t = 10)]
     poll_ms: u64,
@@ -163,46 +166,45 @@ pub async fn run(args: PerfElectionArgs) -> BenchResult {
 }
 
 fn measure(args: &PerfElectionArgs, systems: &[System]) -> BenchResult {
-    let load_before = loadavg();
+    let machine = Machine::now();
+    eprintln!("perf-election: {}", machine.line());
     let exe = std::env::current_exe()?;
     let mut results = Results::default();
+    let mut warmup = Results::default();
+    let schedule = Schedule {
+        systems: systems.len(),
+        warmup: args.warmup_rounds,
+        runs: args.runs.max(1),
+    };
+    let dir = std::env::temp_dir().join("cohort-perf-election");
     // Every ensemble gets ports of its own, so no run meets the sockets of the previous one.
-    let mut ensembles = 0usize;
+    let (mut cohort_ensembles, mut zk_ensembles) = (0usize, 0usize);
     for &n in &args.sizes {
-        for &system in systems {
-            match system {
-                System::Cohort => {
-                    for (scenario, runs) in
-                        [(Scenario::Kill, args.runs), (Scenario::Hung, args.runs)]
-                    {
-                        for run in 0..runs {
-                            eprintln!(
-                                "perf-election: cohort, {n} voters, {} run {}/{runs}",
-                                scenario.label(),
-                                run + 1
-                            );
-                            let base = 25_000 + (ensembles % 20) as u16 * 10;
-                            ensembles += 1;
-                            cohort_run(&exe, n, base, scenario, &mut results);
-                        }
+        for scenario in [Scenario::Kill, Scenario::Hung] {
+            // The systems take turns run by run, so both see the same background.
+            for turn in schedule.turns() {
+                let system = systems[turn.system];
+                eprintln!(
+                    "perf-election: {}, {n} voters, {}, {}",
+                    system.label(),
+                    scenario.label(),
+                    schedule.label(turn)
+                );
+                let into = if turn.counted {
+                    &mut results
+                } else {
+                    &mut warmup
+                };
+                match system {
+                    System::Cohort => {
+                        let base = 25_000 + (cohort_ensembles % 20) as u16 * 10;
+                        cohort_ensembles += 1;
+                        cohort_run(&exe, n, base, scenario, into);
                     }
-                }
-                System::ZooKeeper => {
-                    let dir = std::env::temp_dir().join("cohort-perf-election");
-                    for (scenario, runs) in [
-                        (Scenario::Kill, args.zk_runs),
-                        (Scenario::Hung, args.zk_hung_runs),
-                    ] {
-                        for run in 0..runs {
-                            eprintln!(
-                                "perf-election: ZooKeeper, {n} voters, {} run {}/{runs}",
-                                scenario.label(),
-                                run + 1
-                            );
-                            let base = 25_200 + (ensembles % 12) as u16 * 60;
-                            ensembles += 1;
-                            zk_run(&dir, n, base, scenario, args, &mut results);
-                        }
+                    System::ZooKeeper => {
+                        let base = 25_200 + (zk_ensembles % 12) as u16 * 60;
+                        zk_ensembles += 1;
+                        zk_run(&dir, n, base, scenario, args, into);
                     }
                 }
             }
@@ -216,12 +218,13 @@ fn measure(args: &PerfElectionArgs, systems: &[System]) -> BenchResult {
                 args,
                 systems,
                 &results,
-                &load_before,
+                &warmup,
+                &machine,
                 &load_after
             ))?
         );
     } else {
-        print_report(args, systems, &results, &load_before, &load_after);
+        print_report(args, systems, &results, &machine, &load_after);
     }
     Ok(())
 }
@@ -507,16 +510,16 @@ fn print_report(
     args: &PerfElectionArgs,
     systems: &[System],
     r: &Results,
-    load_before: &str,
+    machine: &Machine,
     load_after: &str,
 ) {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "\nleader election on loopback: median [min-max] of n runs, ms; ZooKeeper polled \
-         with srvr every {} ms",
-        args.poll_ms
+        "\nleader election on loopback: median [min-max] of n runs, ms, after {} warm-up \
+         run(s) of each scenario and system not counted; the systems took turns run by run; \
+         ZooKeeper polled with srvr every {} ms",
+        args.warmup_rounds, args.poll_ms
     );
-    println!("{cpus} CPUs; load average before {load_before}, after {load_after}");
+    println!("{}; load after {load_after}", machine.line());
     let has = |s| systems.contains(&s);
     println!(
         "\n{:<22} {:>6}  {:<26} {:<28} {:>9}  cohort target",
@@ -568,7 +571,8 @@ fn report_json(
     args: &PerfElectionArgs,
     systems: &[System],
     r: &Results,
-    load_before: &str,
+    warmup: &Results,
+    machine: &Machine,
     load_after: &str,
 ) -> ElectionReport {
     let mut rows = Vec::new();
@@ -580,20 +584,25 @@ fn report_json(
                     system: system.label(),
                     voters: n,
                     scenario: scenario.key(),
-                    ms: r.spread(key).map(|s| s.record(1)),
+                    ms: r.spread(key).map(|s| s.rounded(1)),
                     all_ms: r
                         .times
                         .get(&key)
                         .map(|v| v.iter().map(|x| round(*x, 1)).collect()),
                     failed_runs: r.failed.get(&key).map_or(0, Vec::len),
+                    warmup_ms: warmup
+                        .times
+                        .get(&key)
+                        .map(|v| v.iter().map(|x| round(*x, 1)).collect()),
                 });
             }
         }
     }
     ElectionReport {
-        load_before: load_before.to_owned(),
+        machine: machine.clone(),
         load_after: load_after.to_owned(),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        warmup_rounds: args.warmup_rounds,
+        runs: args.runs,
         zookeeper_poll_ms: args.poll_ms,
         results: rows,
     }
@@ -605,17 +614,20 @@ struct ElectionRow {
     system: &'static str,
     voters: usize,
     scenario: &'static str,
-    ms: Option<SpreadRecord>,
+    ms: Option<Spread>,
     all_ms: Option<Vec<f64>>,
     failed_runs: usize,
+    /// The warm-up runs, not counted.
+    warmup_ms: Option<Vec<f64>>,
 }
 
 /// The document `perf-election --json` prints.
 #[derive(Serialize, Debug)]
 struct ElectionReport {
-    load_before: String,
+    machine: Machine,
     load_after: String,
-    cpus: usize,
+    warmup_rounds: usize,
+    runs: usize,
     zookeeper_poll_ms: u64,
     results: Vec<ElectionRow>,
 }

@@ -10,6 +10,10 @@
 //! Idle cost: CPU time of every process over the window (from /proc), RSS, and the bytes
 //! all of them sent on the namespace's loopback interface (IP packets, so headers included),
 //! divided by the number of nodes.
+//!
+//! Runs follow a [`Schedule`]: `--warmup-rounds` runs of each system not counted (none by
+//! default: neither system runs on a JIT), then `--runs` counted ones, cohort and Serf
+//! taking turns run by run; every figure is the median with min–max over the counted runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -23,6 +27,7 @@ use serde_json::Value;
 
 use super::process::{cpu_ns, is_root, rss_kib};
 use crate::BenchResult;
+use crate::stats::{Machine, Schedule, Spread, loadavg};
 use crate::supervisor::{Signal, send_signal};
 
 mod faults;
@@ -30,17 +35,22 @@ mod faults;
 /// Options of `cohort perf-group`.
 #[derive(Args, Debug, Clone)]
 pub struct PerfGroupArgs {
-    /// Repetitions of each timed scenario (the median is reported); 0 skips them.
-    #[arg(long, default_value_t = 3)]
+    /// Counted repetitions of each timed scenario and of the idle measurements (the
+    /// median with min–max is reported); 0 skips them. The systems take turns run by run.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Runs of each system before the counted ones, not counted. Neither cohort nor Serf
+    /// runs on a JIT, so none by default.
+    #[arg(long, default_value_t = 0)]
+    warmup_rounds: usize,
     /// Members of the kill/hang/joiner scenarios and of the small idle measurement.
     #[arg(long, default_value_t = 5)]
     small: usize,
     /// Members started at once, and of the large idle measurement.
     #[arg(long, default_value_t = 20)]
     large: usize,
-    /// Seconds of each idle measurement.
-    #[arg(long, default_value_t = 20)]
+    /// Seconds of each idle measurement (one of each size in every counted run).
+    #[arg(long, default_value_t = 10)]
     idle_secs: u64,
     /// Also run `small` cohort nodes for this many seconds while busy loops keep every CPU
     /// fully loaded, and count the view changes (false removals); 0 skips it.
@@ -57,6 +67,10 @@ pub struct PerfGroupArgs {
     /// Seed of the random-fault schedule (default: from the clock; printed).
     #[arg(long)]
     faults_seed: Option<u64>,
+    /// Parts the random-fault time is counted in: false removals per hour are reported
+    /// for each part and as their median with min–max.
+    #[arg(long, default_value_t = 5)]
+    faults_rounds: usize,
     /// Systems to measure: cohort, serf.
     #[arg(long, value_delimiter = ',', default_value = "cohort,serf")]
     systems: Vec<String>,
@@ -343,20 +357,13 @@ fn start_group(
     Ok((nodes, took))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    xs[xs.len() / 2]
-}
-
 /// The results of one system.
 #[derive(Debug, Default)]
 struct Results {
     failed_runs: usize,
     times: BTreeMap<&'static str, Vec<f64>>,
-    idle: BTreeMap<usize, (f64, f64, f64)>,
+    /// Per group size, one (CPU %, RSS MiB, bytes/s) per counted run.
+    idle: BTreeMap<usize, Vec<(f64, f64, f64)>>,
 }
 
 fn lo_tx_bytes() -> u64 {
@@ -384,26 +391,8 @@ fn idle_cost(nodes: &[NodeProc], secs: u64) -> (f64, f64, f64) {
     (cpu_pct, rss as f64 / 1024.0 / n, bytes)
 }
 
-fn measure_system(sys: &dyn System, args: &PerfGroupArgs) -> Results {
-    let mut r = Results::default();
-    for run in 0..args.runs {
-        eprintln!("perf-group: {} run {}/{}", sys.label(), run + 1, args.runs);
-        // A run that fails (a node never gets there) is reported and left out.
-        if let Err(e) = one_run(sys, args, run, &mut r) {
-            eprintln!("perf-group: {} run {} failed: {e}", sys.label(), run + 1);
-            r.failed_runs += 1;
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    }
-    r
-}
-
-fn one_run(
-    sys: &dyn System,
-    args: &PerfGroupArgs,
-    run: usize,
-    r: &mut Results,
-) -> Result<(), String> {
+/// One run of every timed scenario of `sys`, then its idle cost at both sizes.
+fn one_run(sys: &dyn System, args: &PerfGroupArgs, r: &mut Results) -> Result<(), String> {
     let small = args.small;
     {
         // First member: alone, until it sees a group of itself.
@@ -457,17 +446,15 @@ fn one_run(
         // `large` nodes started at once.
         let (nodes, took) = start_group(sys, 100, args.large, 100)?;
         r.times.entry("large at once").or_default().push(took);
-        if run == 0 {
-            r.idle.insert(args.large, idle_cost(&nodes, args.idle_secs));
-        }
+        let idle = idle_cost(&nodes, args.idle_secs);
+        r.idle.entry(args.large).or_default().push(idle);
         drop(nodes);
         std::thread::sleep(Duration::from_millis(1500));
-        if run == 0 {
-            let (nodes, _) = start_group(sys, 0, small, 0)?;
-            r.idle.insert(small, idle_cost(&nodes, args.idle_secs));
-            drop(nodes);
-            std::thread::sleep(Duration::from_millis(1500));
-        }
+        let (nodes, _) = start_group(sys, 0, small, 0)?;
+        let idle = idle_cost(&nodes, args.idle_secs);
+        r.idle.entry(small).or_default().push(idle);
+        drop(nodes);
+        std::thread::sleep(Duration::from_millis(1500));
     }
     Ok(())
 }
@@ -488,12 +475,37 @@ fn measure(args: &PerfGroupArgs) -> BenchResult {
             }
         }
     }
+    let machine = Machine::now();
+    eprintln!("perf-group: {}", machine.line());
     if args.runs > 0 {
-        let mut all = Vec::new();
-        for sys in &systems {
-            all.push((sys.label(), measure_system(sys.as_ref(), args)));
+        let mut all: Vec<(&str, Results)> = systems
+            .iter()
+            .map(|s| (s.label(), Results::default()))
+            .collect();
+        let mut warmup = Results::default();
+        let schedule = Schedule {
+            systems: systems.len(),
+            warmup: args.warmup_rounds,
+            runs: args.runs,
+        };
+        // The systems take turns run by run, so both see the same background.
+        for turn in schedule.turns() {
+            let sys = systems[turn.system].as_ref();
+            let label = schedule.label(turn);
+            let into = if turn.counted {
+                &mut all[turn.system].1
+            } else {
+                &mut warmup
+            };
+            eprintln!("perf-group: {} {label}", sys.label());
+            // A run that fails (a node never gets there) is reported and left out.
+            if let Err(e) = one_run(sys, args, into) {
+                eprintln!("perf-group: {} {label} failed: {e}", sys.label());
+                into.failed_runs += 1;
+                std::thread::sleep(Duration::from_secs(2));
+            }
         }
-        print_report(args, &all);
+        print_report(args, &all, &machine);
     }
     if args.load_secs > 0 {
         under_load(args)?;
@@ -504,7 +516,7 @@ fn measure(args: &PerfGroupArgs) -> BenchResult {
             std::env::current_exe()?,
             &args.systems,
             args.faults_nodes,
-            args.faults_secs,
+            (args.faults_secs, args.faults_rounds.max(1)),
             seed,
         )?;
     }
@@ -548,12 +560,35 @@ fn under_load(args: &PerfGroupArgs) -> BenchResult {
     Ok(())
 }
 
-fn print_report(args: &PerfGroupArgs, all: &[(&str, Results)]) {
+/// "123 (100–150)": a median and its min–max, with one decimal below 100.
+fn fmt_spread(s: Option<Spread>, unit: &str) -> String {
+    let Some(s) = s else {
+        return "-".into();
+    };
+    let f = |x: f64| {
+        if x.abs() < 100.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.0}")
+        }
+    };
+    format!(
+        "{}{unit} ({}–{}) n={}",
+        f(s.median),
+        f(s.min),
+        f(s.max),
+        s.n
+    )
+}
+
+fn print_report(args: &PerfGroupArgs, all: &[(&str, Results)], machine: &Machine) {
     let base = all.iter().find(|(l, _)| *l == "serf");
     println!(
-        "\ngroup membership, {} runs each (median; all runs in brackets), ms; loopback, own netns",
-        args.runs
+        "\ngroup membership: median (min–max) of {} counted runs each, ms, after {} warm-up \
+         run(s) not counted; the systems took turns run by run; loopback, own netns",
+        args.runs, args.warmup_rounds
     );
+    println!("{}; load after {}", machine.line(), loadavg());
     let scenarios = [
         (
             "first member",
@@ -579,18 +614,29 @@ fn print_report(args: &PerfGroupArgs, all: &[(&str, Results)]) {
             format!("SIGSTOP of 1 of {} -> all others see it gone", args.small),
         ),
     ];
+    let spread =
+        |r: &Results, key: &str| Spread::of(r.times.get(key).map_or(&[][..], Vec::as_slice));
     for (key, title) in scenarios {
         println!("  {title}");
         for (label, r) in all {
-            let xs = r.times.get(key).cloned().unwrap_or_default();
-            let m = median(xs.clone());
+            let s = spread(r, key);
             let ratio = base
                 .filter(|(l, _)| l != label)
-                .and_then(|(_, b)| b.times.get(key))
-                .map(|b| format!("  ({:.2}x serf's time)", m / median(b.clone())))
+                .and_then(|(_, b)| Some(s?.median / spread(b, key)?.median))
+                .map(|x| format!("  ({x:.3}x serf's median)"))
                 .unwrap_or_default();
-            let runs: Vec<String> = xs.iter().map(|x| format!("{x:.0}")).collect();
-            println!("    {label:<7} {m:>8.0}  [{}]{ratio}", runs.join(", "));
+            let runs: Vec<String> = r
+                .times
+                .get(key)
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .map(|x| format!("{x:.0}"))
+                .collect();
+            println!(
+                "    {label:<7} {:<28} [{}]{ratio}",
+                fmt_spread(s, ""),
+                runs.join(", ")
+            );
         }
     }
     for (label, r) in all {
@@ -601,11 +647,21 @@ fn print_report(args: &PerfGroupArgs, all: &[(&str, Results)]) {
             );
         }
     }
-    println!("\nidle member: CPU % of one core, RSS MiB, bytes/s sent on loopback (IP packets)");
+    println!(
+        "\nidle member ({} s per measurement): CPU % of one core, RSS MiB, bytes/s sent on \
+         loopback (IP packets); median (min–max) over the counted runs",
+        args.idle_secs
+    );
     for (label, r) in all {
-        for (n, (cpu, rss, bytes)) in &r.idle {
+        for (n, xs) in &r.idle {
+            let of =
+                |f: fn(&(f64, f64, f64)) -> f64| Spread::of(&xs.iter().map(f).collect::<Vec<_>>());
+            let cpu = of(|x| x.0).map(|s| format!("{:.3} % ({:.3}–{:.3})", s.median, s.min, s.max));
             println!(
-                "    {label:<7} N={n:<3} cpu {cpu:.3} %   rss {rss:.1} MiB   sent {bytes:.0} B/s"
+                "    {label:<7} N={n:<3} cpu {}   rss {}   sent {}",
+                cpu.unwrap_or_else(|| "-".into()),
+                fmt_spread(of(|x| x.1), " MiB"),
+                fmt_spread(of(|x| x.2), " B/s"),
             );
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{CohortSystem, NodeProc, SerfSystem, System, start_group, unix_ns};
 use crate::BenchResult;
-use crate::perf::process::loadavg;
+use crate::stats::{Spread, loadavg};
 use crate::supervisor::Signal;
 
 /// Quiet time after the last heal of an episode, before the next one: longer than Serf's
@@ -181,12 +181,13 @@ impl Drop for BusyCpus {
 }
 
 /// Runs the random faults for `secs` against `nodes` cohort nodes and `nodes` Serf agents
-/// (the `systems` named), and prints the false removals per hour of each.
+/// (the `systems` named), and prints the false removals per hour of each: over the whole
+/// run, and for each of `rounds` consecutive parts of it, with their median and min–max.
 pub(super) fn run(
     exe: std::path::PathBuf,
     systems: &[String],
     nodes: usize,
-    secs: u64,
+    (secs, rounds): (u64, usize),
     seed: u64,
 ) -> BenchResult {
     if nodes < 4 {
@@ -214,8 +215,26 @@ pub(super) fn run(
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     let (mut episodes, mut busy_episodes) = (0, 0);
     let started = Instant::now();
+    let part = Duration::from_secs(secs) / rounds.max(1) as u32;
+    // Each part's false removals per hour, per group; where the current part started.
+    let mut per_part: Vec<Vec<f64>> = vec![Vec::new(); groups.len()];
+    let (mut part_start, mut part_base, mut part_episodes) = (
+        Instant::now(),
+        groups.iter().map(|g| g.false_removals).collect::<Vec<_>>(),
+        0usize,
+    );
+    let mut close_part =
+        |groups: &[Group], part_start: &mut Instant, part_base: &mut Vec<usize>| {
+            let hours = part_start.elapsed().as_secs_f64() / 3600.0;
+            for (i, g) in groups.iter().enumerate() {
+                per_part[i].push((g.false_removals - part_base[i]) as f64 / hours);
+                part_base[i] = g.false_removals;
+            }
+            *part_start = Instant::now();
+        };
     while started.elapsed() < Duration::from_secs(secs) {
         episodes += 1;
+        part_episodes += 1;
         let mut faults = Vec::new();
         let mut taken = BTreeSet::new();
         for _ in 0..=rng.below(2) {
@@ -281,6 +300,13 @@ pub(super) fn run(
             if busy_episode { ", busy CPUs" } else { "" },
             found.join(", ")
         );
+        if part_start.elapsed() >= part {
+            close_part(&groups, &mut part_start, &mut part_base);
+            part_episodes = 0;
+        }
+    }
+    if part_episodes > 0 {
+        close_part(&groups, &mut part_start, &mut part_base);
     }
     let hours = started.elapsed().as_secs_f64() / 3600.0;
     println!(
@@ -295,15 +321,23 @@ pub(super) fn run(
         faults.join(", ")
     );
     let total: usize = kinds.values().sum();
-    for g in &groups {
+    for (g, parts) in groups.iter().zip(&per_part) {
+        let spread = Spread::of(parts).map_or_else(
+            || "-".into(),
+            |s| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max),
+        );
+        let each: Vec<String> = parts.iter().map(|x| format!("{x:.0}")).collect();
         println!(
             "    {:<7} {:>4} false removals (after {} of {episodes} episodes) = {:.0} per hour; \
-             {} of {total} faulted members seen leaving",
+             {} of {total} faulted members seen leaving; per hour in each of {} parts: \
+             median {spread} [{}]",
             g.sys.label(),
             g.false_removals,
             g.episodes_with_removals,
             g.false_removals as f64 / hours,
-            g.detected
+            g.detected,
+            parts.len(),
+            each.join(", ")
         );
     }
     Ok(())

@@ -67,7 +67,7 @@ use tokio::process::Command;
 use self::member::{RoundReport, TransportArg};
 use crate::BenchResult;
 use crate::perf::process::cpu_ns;
-use crate::stats::{Machine, Spread, loadavg};
+use crate::stats::{Machine, Schedule, Spread, loadavg};
 use crate::supervisor::Proc;
 
 /// The systems `perf-multicast` can compare.
@@ -192,6 +192,10 @@ pub struct PerfMulticastArgs {
     /// channel's, see `ReliableChannelConfig::busy_poll`).
     #[arg(long)]
     busy_poll_us: Option<u64>,
+    /// Runtime threads of each cohort member process (`cohort multicast --threads`): 1
+    /// runs everything on one thread; 0 takes tokio's default of one per core.
+    #[arg(long, default_value_t = 1)]
+    member_threads: usize,
 }
 
 const FIRST_PORT: u16 = 24_600;
@@ -579,6 +583,7 @@ fn start_group(
                 if let Some(us) = args.busy_poll_us {
                     cmd.arg("--busy-poll-us").arg(us.to_string());
                 }
+                cmd.arg("--threads").arg(args.member_threads.to_string());
             }
         }
         cmd.arg("--index")
@@ -686,37 +691,38 @@ async fn run_cell(
             }
         }
     }
-    let total_rounds = args.warmup_rounds + args.runs.max(1);
-    for round in 0..total_rounds {
-        let count = groups.len();
-        for j in 0..count {
-            let at = (j + round) % count;
-            if groups[at].failure.is_some() {
-                continue;
+    let schedule = Schedule {
+        systems: groups.len(),
+        warmup: args.warmup_rounds,
+        runs: args.runs.max(1),
+    };
+    for turn in schedule.turns() {
+        let (round, at) = (turn.round, turn.system);
+        if groups[at].failure.is_some() {
+            continue;
+        }
+        let others: Vec<u32> = groups
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != at)
+            .flat_map(|(_, g)| g.pids())
+            .collect();
+        let cpu_of = |pids: &[u32]| pids.iter().filter_map(|&p| cpu_ns(p)).sum::<u64>();
+        let before = cpu_of(&others);
+        let started = Instant::now();
+        let g = &mut groups[at];
+        match g.round(round as u64).await {
+            Ok((mut f, _)) => {
+                let wall = started.elapsed().as_secs_f64();
+                f.idle_others_cpu_cores =
+                    cpu_of(&others).saturating_sub(before) as f64 / 1e9 / wall.max(1e-9);
+                if turn.counted {
+                    g.rounds.push(f);
+                }
             }
-            let others: Vec<u32> = groups
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != at)
-                .flat_map(|(_, g)| g.pids())
-                .collect();
-            let cpu_of = |pids: &[u32]| pids.iter().filter_map(|&p| cpu_ns(p)).sum::<u64>();
-            let before = cpu_of(&others);
-            let started = Instant::now();
-            let g = &mut groups[at];
-            match g.round(round as u64).await {
-                Ok((mut f, _)) => {
-                    let wall = started.elapsed().as_secs_f64();
-                    f.idle_others_cpu_cores =
-                        cpu_of(&others).saturating_sub(before) as f64 / 1e9 / wall.max(1e-9);
-                    if round >= args.warmup_rounds {
-                        g.rounds.push(f);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("perf-multicast: {}: {e}", g.system.name());
-                    g.failure = Some(e);
-                }
+            Err(e) => {
+                eprintln!("perf-multicast: {}: {e}", g.system.name());
+                g.failure = Some(e);
             }
         }
     }
