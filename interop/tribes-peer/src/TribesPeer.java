@@ -65,6 +65,7 @@ public final class TribesPeer {
         int benchCount = 10000;
         boolean benchSyncAck = false;
         int benchWaitSecs = 60;
+        boolean benchServe = false;
     }
 
     static void usage(PrintStream out) {
@@ -72,7 +73,8 @@ public final class TribesPeer {
                 + "                  [--mcast-group G] [--mcast-port P] [--mcast-bind ADDR|none] [--payload STR]\n"
                 + "                  [--sync-ack] [--fail-on TEXT] [--sink] [--no-stdin] [--quiet]\n"
                 + "                  [--bench-to N [--bench-size BYTES] [--bench-threads T]\n"
-                + "                   [--bench-count C] [--bench-sync-ack] [--bench-wait SECS]]");
+                + "                   [--bench-count C] [--bench-sync-ack] [--bench-wait SECS]]\n"
+                + "                  [--bench-serve]   (benches read from stdin: \"bench N SIZE THREADS COUNT\")");
     }
 
     static Opts parse(String[] args) {
@@ -99,6 +101,7 @@ public final class TribesPeer {
                 case "--bench-count": o.benchCount = Integer.parseInt(need(args, ++i, a)); break;
                 case "--bench-sync-ack": o.benchSyncAck = true; break;
                 case "--bench-wait": o.benchWaitSecs = Integer.parseInt(need(args, ++i, a)); break;
+                case "--bench-serve": o.benchServe = true; break;
                 case "-h":
                 case "--help":
                     usage(System.err);
@@ -366,8 +369,27 @@ public final class TribesPeer {
         System.err.println(String.format(Locale.ROOT, "TribesPeer: channel started in %.0f ms", (System.nanoTime() - t0) / 1e6));
         emitStarted("{\"event\":\"started\"," + memberFields(local) + "}");
 
+        if (opts.benchServe) {
+            // One warm JVM for many benches: each stdin line "bench N SIZE THREADS COUNT"
+            // runs one and prints its "bench" line; EOF stops.
+            BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+            String line;
+            int rc = 0;
+            while ((line = in.readLine()) != null && !stopping.get()) {
+                String[] w = line.trim().split("\\s+");
+                if (w.length != 5 || !w[0].equals("bench")) {
+                    emitNow("{\"event\":\"error\",\"message\":" + q("bench-serve: expected \"bench N SIZE THREADS COUNT\", got " + line) + "}");
+                    continue;
+                }
+                rc = bench(Integer.parseInt(w[1]), Integer.parseInt(w[2]), Integer.parseInt(w[3]), Integer.parseInt(w[4]));
+                if (rc != 0) break;
+            }
+            stopChannel();
+            System.exit(rc);
+        }
+
         if (opts.benchTo > 0) {
-            int rc = bench();
+            int rc = bench(opts.benchTo, opts.benchSize, opts.benchThreads, opts.benchCount);
             stopChannel();
             System.exit(rc);
         }
@@ -485,26 +507,31 @@ public final class TribesPeer {
 
     // ------------------------------------------------------------------ bench
 
-    static int bench() throws Exception {
+    /**
+     * Sends COUNT messages of SIZE bytes from each of THREADS threads, with ACK, to BENCH_TO
+     * members (the first BENCH_TO by port when more are visible), and prints a "bench" line.
+     */
+    static int bench(int benchTo, int benchSize, int benchThreads, int benchCount) throws Exception {
         final long deadline = System.nanoTime() + opts.benchWaitSecs * 1_000_000_000L;
         Member[] members = channel.getMembers();
-        while (members.length < opts.benchTo) {
+        while (members.length < benchTo) {
             if (System.nanoTime() > deadline) {
                 emitNow("{\"event\":\"error\",\"message\":" + q("bench: only " + members.length + " of "
-                        + opts.benchTo + " members visible after " + opts.benchWaitSecs + " s") + "}");
+                        + benchTo + " members visible after " + opts.benchWaitSecs + " s") + "}");
                 return 2;
             }
             Thread.sleep(50);
             members = channel.getMembers();
         }
-        final Member[] dest = members;
-        final int threads = opts.benchThreads;
-        final int count = opts.benchCount;
+        Arrays.sort(members, (a, b) -> Integer.compare(a.getPort(), b.getPort()));
+        final Member[] dest = Arrays.copyOf(members, benchTo);
+        final int threads = Math.max(1, benchThreads);
+        final int count = Math.max(1, benchCount);
         final int warm = Math.min(count / 10, 2000);
         final int counted = count - warm;
         final int options = Channel.SEND_OPTIONS_USE_ACK | Channel.SEND_OPTIONS_BYTE_MESSAGE
                 | (opts.benchSyncAck ? Channel.SEND_OPTIONS_SYNCHRONIZED_ACK : 0);
-        final byte[] payload = new byte[opts.benchSize];
+        final byte[] payload = new byte[Math.max(0, benchSize)];
         Arrays.fill(payload, (byte) 'x');
         final long[][] lat = new long[threads][counted];
         final AtomicLong errors = new AtomicLong();
@@ -552,8 +579,8 @@ public final class TribesPeer {
         long p50 = percentileUs(all, 0.50);
         long p99 = percentileUs(all, 0.99);
         double mps = secs > 0 ? total / secs : 0;
-        double mbps = secs > 0 ? (double) total * opts.benchSize / secs / 1e6 : 0;
-        emitNow("{\"event\":\"bench\",\"members\":" + dest.length + ",\"size\":" + opts.benchSize
+        double mbps = secs > 0 ? (double) total * payload.length / secs / 1e6 : 0;
+        emitNow("{\"event\":\"bench\",\"members\":" + dest.length + ",\"size\":" + payload.length
                 + ",\"threads\":" + threads + ",\"count\":" + total
                 + ",\"secs\":" + fmt(secs, 6) + ",\"msgs_per_sec\":" + fmt(mps, 1)
                 + ",\"mb_per_sec\":" + fmt(mbps, 3) + ",\"p50_us\":" + p50 + ",\"p99_us\":" + p99

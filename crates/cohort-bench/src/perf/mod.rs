@@ -4,21 +4,30 @@
 //! The receivers are separate OS processes (`cohort perf-sink`, a hidden subcommand of
 //! this executable): they start a node, report when they are up and how fast their first
 //! heartbeat went out, and accept every message. The measuring process starts its own
-//! node, waits until it sees every sink, warms up, then runs each scenario (message size
-//! × number of destinations × concurrent senders) for a fixed time, recording the latency
-//! of every send in an HDR histogram, and the CPU time the sender and the sinks used.
-//! Sender and sinks use the same [`Config::busy_poll`](cohort::Config::busy_poll)
-//! (`--busy-poll-us`).
+//! node, waits until it sees every sink and warms up. Sender and sinks use the same
+//! [`Config::busy_poll`](cohort::Config::busy_poll) (`--busy-poll-us`).
+//!
+//! The Tribes comparison runs `interop/tribes-peer/run.sh` (a Java peer around the real
+//! Tomcat Tribes, fixed heap): as many `--sink` JVMs as the most members of a scenario,
+//! and one `--bench-serve` JVM that runs every Tribes bench of the run, so it stays warm.
+//!
+//! Then rounds ([`crate::stats::Schedule`]): `--warmup-rounds` not counted (the JVMs
+//! compile their hot paths there), then `--runs` counted. In a round every scenario
+//! (message size × number of destinations × concurrent senders) runs for `--duration`
+//! for cohort and for Tribes, the two taking turns scenario by scenario and the first of
+//! them rotating from round to round. cohort's runs record the latency of every send in
+//! an HDR histogram and the CPU time the sender and the sinks used. Every figure is
+//! printed as the median with min–max over the counted rounds.
 //!
 //! The raw TCP baseline uses the same kind of separate process (`perf-sink --raw`) with
 //! plain tokio sockets: ping-pong of a frame as large as cohort's with a 21-byte reply
-//! (Tribes' ACK size), one outstanding and pipelined, and one-way streaming.
+//! (Tribes' ACK size), one outstanding (interleaved in slices with cohort's one-sender,
+//! one-member runs of the same round) and pipelined, and one-way streaming, in every
+//! round.
 //!
-//! The Tribes comparison runs `interop/tribes-peer/run.sh` (a Java peer around the real
-//! Tomcat Tribes): N `--sink` JVMs and one `--bench-to N` JVM per scenario. Tribes'
-//! multicast needs a route for 224.0.0.0/4, so when run as root `cohort perf` re-executes
-//! itself inside a fresh network namespace with `lo` up and that route, and deletes the
-//! namespace afterwards (`--no-netns` to stay in the current one).
+//! Tribes' multicast needs a route for 224.0.0.0/4, so when run as root `cohort perf`
+//! re-executes itself inside a fresh network namespace with `lo` up and that route, and
+//! deletes the namespace afterwards (`--no-netns` to stay in the current one).
 //!
 //! Layout: this file holds the options, the entry points and the measuring process's
 //! sequence; [`netns`] the namespace, [`process`] child processes, runtimes and `/proc`
@@ -50,12 +59,13 @@ use clap::{Args, ValueEnum};
 use cohort::{Config, Event, Member};
 
 use self::cohort_bench::{cohort_run, cohort_run_timed, perf_config, start_timed};
-use self::process::{loadavg, on_own_runtime, rss_kib, unix_us};
-use self::raw_tcp::{STREAM_CHUNK, raw_ping_pong, raw_stream};
-use self::report::{RawRecord, Report};
-use self::sample::{Sample, Scenario, round};
+use self::process::{on_own_runtime, rss_kib, unix_us};
+use self::raw_tcp::{raw_ping_pong, raw_stream};
+use self::report::{Report, ScenarioRounds};
+use self::sample::{Sample, Scenario};
 use self::sink::{RawReady, SinkReady, SinkStopped};
 use crate::BenchResult;
+use crate::stats::{Machine, Schedule, loadavg};
 use crate::supervisor::Proc;
 
 /// Bytes a data frame adds around the message: framing (18), options, timestamp and
@@ -82,12 +92,21 @@ fn default_busy_poll_us() -> u64 {
 /// Options of `cohort perf`.
 #[derive(Args, Debug, Clone)]
 pub struct PerfArgs {
-    /// Seconds each scenario runs.
+    /// Seconds each scenario runs, in every round and for each system.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
-    /// Seconds of warm-up traffic before the first scenario.
+    /// Seconds of cohort's warm-up traffic before the first round.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Counted rounds: in each, every scenario runs once for cohort and once for Tribes
+    /// (taking turns, the first system rotating from round to round); every figure is the
+    /// median with min–max over these rounds.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Rounds before the counted ones, not counted: the Tribes JVMs compile their hot
+    /// paths there.
+    #[arg(long, default_value_t = 1)]
+    warmup_rounds: usize,
     /// Concurrent senders of the "several senders" scenarios (each scenario also runs
     /// with one sender).
     #[arg(long, default_value_t = 4)]
@@ -225,7 +244,6 @@ async fn measure(args: PerfArgs) -> BenchResult {
 /// Tribes', and prints the report.
 async fn measure_inner(args: &PerfArgs) -> BenchResult {
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
-    let load_before = loadavg();
     let pid = std::process::id();
     let domain = format!("cohort-perf-{pid}");
     // A multicast port of our own: 40000-49999, from the pid.
@@ -237,8 +255,8 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
         Flavor::Current => "current-thread".to_string(),
         Flavor::Multi => format!("multi-thread ({} workers)", args.workers),
     };
-    let machine = crate::stats::Machine::now();
-    let (cpus, cpu_model) = (machine.cores, machine.cpu_model);
+    let machine = Machine::now();
+    let cpus = machine.cores;
     let mut spinners = Vec::new();
     if args.keep_awake {
         for i in 0..cpus {
@@ -338,26 +356,20 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
     let sink_rss_idle: Vec<u64> = sink_pids.iter().filter_map(|&p| rss_kib(p)).collect();
     let sender_rss_idle = rss_kib(pid);
 
-    // --- raw TCP baseline -------------------------------------------------------------
-    // One outstanding is measured below, interleaved with cohort's one-sender runs.
+    // --- Tribes: sinks and one bench JVM, kept warm for the whole run -------------------
+    let tribes_port = mcast_port.wrapping_add(1);
+    let (mut tribes, mut tribes_note) =
+        match tribes::Tribes::start(args, &domain, tribes_port, max_members).await {
+            Ok(t) => (Some(t), None),
+            Err(note) => {
+                progress(format!("tribes: {note}"));
+                (None, Some(note))
+            }
+        };
+
+    // --- cohort's warm-up traffic ------------------------------------------------------
     let domain_len = domain.len();
     let frame_of = |size: usize| size + FRAME_OVERHEAD + domain_len;
-    let mut raw_pp: HashMap<(usize, usize), Sample> = HashMap::new();
-    if args.senders > 1 {
-        for &size in &args.sizes {
-            progress(format!(
-                "raw TCP: ping-pong {} B, {} outstanding",
-                frame_of(size),
-                args.senders
-            ));
-            let s = raw_ping_pong(raw_addr, frame_of(size), args.senders, duration).await?;
-            raw_pp.insert((size, args.senders), s);
-        }
-    }
-    progress("raw TCP: streaming");
-    let stream_mbps = raw_stream(raw_addr, duration).await?;
-
-    // --- cohort -----------------------------------------------------------------------
     let mut deliveries = 0u64;
     progress("warming up");
     let warm = Duration::from_secs_f64(args.warmup.max(0.0) / 2.0);
@@ -373,55 +385,101 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
         }
     }
 
-    let mut results: Vec<(Scenario, Sample)> = Vec::new();
-    for sc in &scenarios {
-        progress(format!("cohort: {}", sc.label()));
-        let payload = Bytes::from(vec![b'x'; sc.size]);
-        let n = sc.members.min(dest.len());
-        let s = if sc.senders == 1 && n == 1 {
-            // Alternate short slices of cohort and raw ping-pong, so both see the same
-            // background load: their ratio is what this compares.
-            let mut cohort = Sample::empty();
-            let mut raw = Sample::empty();
-            let slice = duration / PAIRED_SLICES;
-            for _ in 0..PAIRED_SLICES {
-                raw.merge(raw_ping_pong(raw_addr, frame_of(sc.size), 1, slice).await?);
-                cohort.merge(
-                    cohort_run_timed(&node, &dest[..1], &payload, 1, slice, &sink_pids).await,
-                );
+    // --- rounds: every scenario, cohort and Tribes taking turns ------------------------
+    let mut results: Vec<ScenarioRounds> = scenarios
+        .iter()
+        .map(|&sc| ScenarioRounds {
+            sc,
+            cohort: Vec::new(),
+            raw: Vec::new(),
+            tribes: Vec::new(),
+        })
+        .collect();
+    let mut raw_pp: HashMap<(usize, usize), Vec<Sample>> = HashMap::new();
+    let mut stream_mbps = Vec::new();
+    const COHORT: usize = 0;
+    let schedule = Schedule {
+        systems: if tribes.is_some() { 2 } else { 1 },
+        warmup: args.warmup_rounds,
+        runs: args.runs.max(1),
+    };
+    for round in 0..schedule.rounds() {
+        let counted = round >= schedule.warmup;
+        // The raw baselines that are not interleaved with cohort: once per round.
+        if args.senders > 1 {
+            for &size in &args.sizes {
+                let s = raw_ping_pong(raw_addr, frame_of(size), args.senders, duration).await?;
+                if counted {
+                    raw_pp.entry((size, args.senders)).or_default().push(s);
+                }
             }
-            raw_pp.insert((sc.size, 1), raw);
-            cohort
-        } else {
-            cohort_run_timed(
-                &node,
-                &dest[..n],
-                &payload,
-                sc.senders,
-                duration,
-                &sink_pids,
-            )
-            .await
-        };
-        deliveries += s.count * n as u64;
-        results.push((*sc, s));
+        }
+        let mbps = raw_stream(raw_addr, duration).await?;
+        if counted {
+            stream_mbps.push(mbps);
+        }
+        for (si, sc) in scenarios.iter().enumerate() {
+            for turn in schedule.round(round) {
+                progress(format!(
+                    "{}: {}, {}",
+                    if turn.system == COHORT {
+                        "cohort"
+                    } else {
+                        "tribes"
+                    },
+                    sc.label(),
+                    schedule.label(turn)
+                ));
+                if turn.system != COHORT {
+                    let Some(t) = tribes.as_mut() else { continue };
+                    match t.bench(sc, duration).await {
+                        Ok(v) if counted => results[si].tribes.push(v),
+                        Ok(_) => {}
+                        Err(e) => {
+                            progress(format!("tribes bench failed: {e}"));
+                            tribes_note = Some(format!("partly failed ({e})"));
+                        }
+                    }
+                    continue;
+                }
+                let payload = Bytes::from(vec![b'x'; sc.size]);
+                let n = sc.members.min(dest.len());
+                let s = if sc.senders == 1 && n == 1 {
+                    // Alternate short slices of cohort and raw ping-pong, so both see the
+                    // same background load: their ratio is what this compares.
+                    let mut cohort = Sample::empty();
+                    let mut raw = Sample::empty();
+                    let slice = duration / PAIRED_SLICES;
+                    for _ in 0..PAIRED_SLICES {
+                        raw.merge(raw_ping_pong(raw_addr, frame_of(sc.size), 1, slice).await?);
+                        cohort.merge(
+                            cohort_run_timed(&node, &dest[..1], &payload, 1, slice, &sink_pids)
+                                .await,
+                        );
+                    }
+                    if counted {
+                        results[si].raw.push(raw);
+                    }
+                    cohort
+                } else {
+                    cohort_run_timed(
+                        &node,
+                        &dest[..n],
+                        &payload,
+                        sc.senders,
+                        duration,
+                        &sink_pids,
+                    )
+                    .await
+                };
+                deliveries += s.count * n as u64;
+                if counted {
+                    results[si].cohort.push(s);
+                }
+            }
+        }
     }
     raw.stop(Duration::from_secs(5)).await;
-    let mut raw_json = Vec::new();
-    let mut raw_keys: Vec<_> = raw_pp.keys().copied().collect();
-    raw_keys.sort_unstable();
-    for (size, depth) in raw_keys {
-        raw_json.push(RawRecord::PingPong {
-            size,
-            frame_bytes: frame_of(size),
-            outstanding: depth,
-            result: raw_pp[&(size, depth)].record(size),
-        });
-    }
-    raw_json.push(RawRecord::Stream {
-        chunk: STREAM_CHUNK,
-        mb_per_sec: round(stream_mbps, 1),
-    });
     let sink_rss_after: Vec<u64> = sink_pids.iter().filter_map(|&p| rss_kib(p)).collect();
     let sender_rss_after = rss_kib(pid);
     node.shutdown().await;
@@ -444,8 +502,19 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
         ));
     }
 
-    // --- Tribes -----------------------------------------------------------------------
-    let tribes = tribes::run_tribes(args, &domain, mcast_port, &scenarios, duration).await;
+    // --- cohort -> the warm Java sinks (--cross), then the Java peers stop -------------
+    let mut cross = Vec::new();
+    let mut tribes_sink_rss = None;
+    if let Some(mut t) = tribes.take() {
+        tribes_sink_rss = t.sink_rss;
+        if args.cross {
+            match t.cross(args, &scenarios, duration).await {
+                Ok(r) => cross = r,
+                Err(e) => progress(format!("cross: {e}")),
+            }
+        }
+        t.stop().await;
+    }
 
     for mut s in spinners {
         s.stop(Duration::from_secs(1)).await;
@@ -453,11 +522,9 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
 
     // --- report -----------------------------------------------------------------------
     let report = Report {
-        load_before,
+        machine,
         load_after: loadavg(),
         args,
-        cpus,
-        cpu_model,
         runtime: runtime_label(args.runtime),
         sink_runtime: runtime_label(args.sink_runtime),
         duration,
@@ -471,14 +538,12 @@ async fn measure_inner(args: &PerfArgs) -> BenchResult {
         sink_rss_after,
         sender_rss_idle,
         sender_rss_after,
-        tribes_sink_rss: tribes.sink_rss,
+        tribes_sink_rss,
         raw_pp,
-        raw_json,
         stream_mbps,
         results,
-        tribes: tribes.rates,
-        tribes_note: tribes.note,
-        cross: tribes.cross,
+        tribes_note,
+        cross,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.record())?);

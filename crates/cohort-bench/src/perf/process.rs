@@ -73,13 +73,6 @@ pub(super) fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The 1, 5 and 15 minute load averages: other work on the machine skews every number.
-pub(super) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 /// Microseconds since the Unix epoch (wall clock, comparable across processes).
 pub(super) fn unix_us() -> u64 {
     SystemTime::now()

@@ -18,7 +18,7 @@ const ACK_FRAME: [u8; 21] = [
     70, 76, 84, 50, 48, 48, 50, 0, 0, 0, 3, 6, 2, 3, 84, 76, 70, 50, 48, 48, 51,
 ];
 /// Chunk size of the raw streaming baseline.
-pub(super) const STREAM_CHUNK: usize = 64 * 1024;
+const STREAM_CHUNK: usize = 64 * 1024;
 
 /// The raw TCP peer: per connection a 5-byte header (mode, size), then either ping-pong
 /// (`P`: read `size` bytes, answer 21) or streaming (`S`: read to EOF, answer the count).

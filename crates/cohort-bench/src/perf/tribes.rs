@@ -1,5 +1,5 @@
 //! The Tomcat Tribes side: the Java peer (`interop/tribes-peer/run.sh`) as sinks and as
-//! benches, and cohort sending to those Java sinks (`--cross`).
+//! one warm bench JVM, and cohort sending to those Java sinks (`--cross`).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -17,105 +17,139 @@ use super::sample::{Sample, Scenario};
 use super::{PerfArgs, progress};
 use crate::supervisor::Proc;
 
-/// What the Tribes part of a run found.
-#[derive(Default)]
-pub(super) struct TribesOutcome {
-    /// Each Tribes bench's JSON result, by [`Scenario::key`].
-    pub(super) rates: HashMap<(usize, usize, usize), Value>,
-    /// cohort sending to the Java sinks (`--cross`).
-    pub(super) cross: Vec<(Scenario, Sample)>,
+/// Heap and collector of every Java peer, unless `TRIBES_PEER_JAVA_OPTS` is set: fixed,
+/// so a run does not depend on the JVM's sizing of the machine.
+const JAVA_OPTS: &str = "-Xms512m -Xmx512m -XX:+UseG1GC";
+
+/// Real Tomcat Tribes, kept warm for the whole run: as many `--sink` JVMs as the most
+/// members of a scenario, and one `--bench-serve` JVM that runs every Tribes bench of
+/// the run (each to the first N sinks), so its JIT stays warm from round to round.
+pub(super) struct Tribes {
+    ctx: TribesCtx,
+    /// The multicast port of the Java peers (not cohort's).
+    port: u16,
+    sinks: Vec<Proc>,
+    bench: Option<Proc>,
+    /// The last measured rate of each scenario, by [`Scenario::key`], to size the next
+    /// bench of it to about the scenario's duration.
+    rates: HashMap<(usize, usize, usize), f64>,
     /// RSS of an idle Java sink, in KiB.
     pub(super) sink_rss: Option<u64>,
-    /// Why Tribes was skipped or partly failed.
-    pub(super) note: Option<String>,
 }
 
-/// For each member count: starts that many Java sinks, warms them up with a throwaway
-/// bench, runs one bench JVM per scenario, then (with `--cross`) cohort's sends to the
-/// same sinks. Problems end up in [`TribesOutcome::note`], never as an error.
-pub(super) async fn run_tribes(
-    args: &PerfArgs,
-    domain: &str,
-    mcast_port: u16,
-    scenarios: &[Scenario],
-    duration: Duration,
-) -> TribesOutcome {
-    let mut out = TribesOutcome::default();
-    if args.no_tribes {
-        out.note = Some("skipped (--no-tribes)".into());
-        return out;
-    }
-    let launcher = match find_tribes_peer(args) {
-        Ok(launcher) => launcher,
-        Err(reason) => {
-            out.note = Some(format!("skipped ({reason})"));
-            return out;
+impl Tribes {
+    /// Starts `members` Java sinks on `port` and the bench JVM, and waits until the bench
+    /// JVM sees every sink; `Err` says why Tribes is skipped.
+    pub(super) async fn start(
+        args: &PerfArgs,
+        domain: &str,
+        port: u16,
+        members: usize,
+    ) -> Result<Self, String> {
+        if args.no_tribes {
+            return Err("skipped (--no-tribes)".into());
         }
-    };
-    let log_dir = std::env::temp_dir().join(format!("cohort-perf-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&log_dir);
-    let ctx = TribesCtx {
-        launcher,
-        domain: domain.to_owned(),
-        log_dir,
-    };
-    let mut members_list = args.members.clone();
-    members_list.sort_unstable();
-    members_list.dedup();
-    for (gi, &m) in members_list.iter().enumerate() {
-        let port = mcast_port.wrapping_add(1 + gi as u16);
-        progress(format!("tribes: starting {m} Java sink(s)"));
-        let mut jsinks = match ctx.start_sinks(m, port).await {
-            Ok(s) => s,
-            Err(e) => {
-                out.note = Some(format!("skipped ({e})"));
-                return out;
-            }
+        let launcher = find_tribes_peer(args).map_err(|r| format!("skipped ({r})"))?;
+        let log_dir = std::env::temp_dir().join(format!("cohort-perf-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&log_dir);
+        let ctx = TribesCtx {
+            launcher,
+            domain: domain.to_owned(),
+            log_dir,
         };
-        if out.sink_rss.is_none() {
-            tokio::time::sleep(Duration::from_millis(1200)).await;
-            out.sink_rss = rss_kib(jsinks[0].pid());
-        }
-        // Warm the sink JVMs up (JIT) with a throwaway bench, as cohort's sinks were
-        // warmed up.
-        progress("tribes: warm-up bench");
-        let warm_threads = args.senders.max(1);
-        let warm_count = (tribes_expected_rate(1024, m, warm_threads) * args.warmup.max(2.0)
-            / warm_threads as f64) as usize;
-        if let Err(e) = ctx
-            .bench(port, m, 1024, warm_threads, warm_count.max(1000))
+        progress(format!(
+            "tribes: starting {members} Java sink(s) and a bench JVM"
+        ));
+        let sinks = ctx
+            .start_sinks(members, port)
             .await
-        {
-            // Most likely the JVMs cannot hear each other (no multicast route): the
-            // other benches would fail the same way.
-            out.note = Some(format!("skipped (warm-up bench failed: {e})"));
-            return out;
+            .map_err(|e| format!("skipped ({e})"))?;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let sink_rss = sinks.first().and_then(|s| rss_kib(s.pid()));
+        let name = "tribes-bench";
+        let mut cmd = ctx.command(port);
+        cmd.args(["--bench-serve", "--bench-wait", "30"]);
+        let mut bench = Proc::spawn(name, &mut cmd, ctx.log(name))
+            .map_err(|e| format!("skipped (cannot start {}: {e})", ctx.launcher.display()))?;
+        bench
+            .expect("started", Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("skipped ({e}; log: {})", ctx.log_tail(name)))?;
+        Ok(Self {
+            ctx,
+            port,
+            sinks,
+            bench: Some(bench),
+            rates: HashMap::new(),
+            sink_rss,
+        })
+    }
+
+    /// One Tribes bench of `sc`, sized from the last measured rate of the scenario (a
+    /// guess the first time) to run about `duration`: the bench JVM's own JSON result.
+    pub(super) async fn bench(
+        &mut self,
+        sc: &Scenario,
+        duration: Duration,
+    ) -> Result<Value, String> {
+        let rate = self
+            .rates
+            .get(&sc.key())
+            .copied()
+            .unwrap_or_else(|| tribes_expected_rate(sc.size, sc.members, sc.senders));
+        // A tenth more for the bench's own warm-up (at most 2000 sends per thread).
+        let per_thread = (rate * duration.as_secs_f64() / sc.senders.max(1) as f64) as usize;
+        let count = (per_thread + (per_thread / 9).min(2000)).max(500);
+        let bench = self.bench.as_mut().ok_or("the bench JVM has stopped")?;
+        bench.send_line(&format!(
+            "bench {} {} {} {count}",
+            sc.members, sc.size, sc.senders
+        ))?;
+        let v = bench
+            .expect("bench", Duration::from_secs(300))
+            .await
+            .map_err(|e| format!("{e}; log: {}", self.ctx.log_tail("tribes-bench")))?;
+        if let Some(r) = v["msgs_per_sec"].as_f64().filter(|r| *r > 0.0) {
+            self.rates.insert(sc.key(), r);
         }
-        for sc in scenarios.iter().filter(|s| s.members == m) {
-            progress(format!("tribes: {}", sc.label()));
-            match ctx.bench_for(port, m, sc.size, sc.senders, duration).await {
-                Ok(v) => {
-                    out.rates.insert(sc.key(), v);
-                }
-                Err(e) => {
-                    progress(format!("tribes bench failed: {e}"));
-                    out.note = Some(format!("partly failed ({e})"));
-                }
-            }
+        Ok(v)
+    }
+
+    /// Stops the bench JVM (the sinks stay, for `--cross`).
+    pub(super) async fn stop_bench(&mut self) {
+        if let Some(mut b) = self.bench.take() {
+            b.stop(Duration::from_secs(10)).await;
         }
-        // cohort -> the (now warm) Java sinks, after the Tribes benches: a bench JVM
-        // sends to every member it sees, so cohort must be gone before one starts.
-        if args.cross {
-            match cross_run(args, domain, port, m, scenarios, duration).await {
-                Ok(mut r) => out.cross.append(&mut r),
-                Err(e) => progress(format!("cross: {e}")),
-            }
-        }
-        for s in &mut jsinks {
+    }
+
+    /// With `--cross`: cohort sending to the (warm) Java sinks, each scenario once, after
+    /// the bench JVM has stopped (it would otherwise be one of cohort's destinations).
+    pub(super) async fn cross(
+        &mut self,
+        args: &PerfArgs,
+        scenarios: &[Scenario],
+        duration: Duration,
+    ) -> Result<Vec<(Scenario, Sample)>, String> {
+        self.stop_bench().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cross_run(
+            args,
+            &self.ctx.domain,
+            self.port,
+            self.sinks.len(),
+            scenarios,
+            duration,
+        )
+        .await
+    }
+
+    /// Stops every Java peer.
+    pub(super) async fn stop(mut self) {
+        self.stop_bench().await;
+        for s in &mut self.sinks {
             s.stop(Duration::from_secs(10)).await;
         }
     }
-    out
 }
 
 /// Where the Java peer's launcher is, or why there is none.
@@ -207,6 +241,9 @@ impl TribesCtx {
     /// TCP port.
     fn command(&self, mcast_port: u16) -> Command {
         let mut cmd = Command::new(&self.launcher);
+        if std::env::var_os("TRIBES_PEER_JAVA_OPTS").is_none() {
+            cmd.env("TRIBES_PEER_JAVA_OPTS", JAVA_OPTS);
+        }
         cmd.args(["--quiet", "--domain", &self.domain])
             .args(["--mcast-port", &mcast_port.to_string()])
             .args(["--port", &free_port().to_string()]);
@@ -245,65 +282,10 @@ impl TribesCtx {
         }
         Ok(sinks)
     }
-
-    /// One bench JVM: `count` sends per thread (a tenth of them, at most 2000, warm-up).
-    async fn bench(
-        &self,
-        mcast_port: u16,
-        members: usize,
-        size: usize,
-        threads: usize,
-        count: usize,
-    ) -> Result<Value, String> {
-        let name = format!("tribes-bench-{members}-{size}-{threads}");
-        let mut cmd = self.command(mcast_port);
-        cmd.args(["--bench-to", &members.to_string()])
-            .args(["--bench-size", &size.to_string()])
-            .args(["--bench-threads", &threads.to_string()])
-            .args(["--bench-count", &count.to_string()])
-            .args(["--bench-wait", "30"]);
-        let mut p = Proc::spawn(&name, &mut cmd, self.log(&name))
-            .map_err(|e| format!("cannot start {}: {e}", self.launcher.display()))?;
-        let v = p
-            .expect("bench", Duration::from_secs(300))
-            .await
-            .map_err(|e| format!("{e}; log: {}", self.log_tail(&name)))?;
-        p.stop(Duration::from_secs(10)).await;
-        Ok(v)
-    }
-
-    /// A bench sized to run about `duration`: first from a guess of Tribes' rate, again
-    /// with the measured rate when the guess was far off.
-    async fn bench_for(
-        &self,
-        mcast_port: u16,
-        members: usize,
-        size: usize,
-        threads: usize,
-        duration: Duration,
-    ) -> Result<Value, String> {
-        let count_for = |rate: f64| {
-            let per_thread = (rate * duration.as_secs_f64() / threads as f64) as usize;
-            (per_thread + (per_thread / 9).min(2000)).max(500)
-        };
-        let guess = tribes_expected_rate(size, members, threads);
-        let mut v = self
-            .bench(mcast_port, members, size, threads, count_for(guess))
-            .await?;
-        let secs = v["secs"].as_f64().unwrap_or(0.0);
-        let measured = v["msgs_per_sec"].as_f64().unwrap_or(0.0);
-        let target = duration.as_secs_f64();
-        if measured > 0.0 && (secs < 0.6 * target || secs > 2.0 * target) {
-            v = self
-                .bench(mcast_port, members, size, threads, count_for(measured))
-                .await?;
-            v["runs"] = Value::from(2);
-        }
-        Ok(v)
-    }
 }
 
-/// cohort sender -> Java Tribes sinks, same scenarios.
+/// cohort sender -> the `members` Java Tribes sinks, every scenario once (to the first
+/// `sc.members` of them).
 async fn cross_run(
     args: &PerfArgs,
     domain: &str,
@@ -338,12 +320,13 @@ async fn cross_run(
         Duration::from_secs_f64(args.warmup.max(0.0)),
     )
     .await;
-    for sc in scenarios.iter().filter(|s| s.members == members) {
+    for sc in scenarios {
         progress(format!("cross (cohort -> Tribes): {}", sc.label()));
         let payload = Bytes::from(vec![b'x'; sc.size]);
+        let n = sc.members.min(dest.len());
         out.push((
             *sc,
-            cohort_run(&node, &dest, &payload, sc.senders, duration).await,
+            cohort_run(&node, &dest[..n], &payload, sc.senders, duration).await,
         ));
     }
     node.shutdown().await;
