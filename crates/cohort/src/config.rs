@@ -7,6 +7,7 @@ use bytes::Bytes;
 use cohort_proto::group::GroupConfig;
 
 use crate::discovery::DiscoveryConfig;
+use crate::security::Keyring;
 use crate::transport::limits::InboundLimits;
 
 /// Everything a node needs to start. `Config::default()` is a working single-machine
@@ -77,7 +78,7 @@ pub struct Config {
     /// (see [`Security`](crate::Security) and `SECURITY.md`). A keyed node cannot talk to
     /// Tomcat nodes or unkeyed cohort nodes. `None` keeps the plain Tribes and cohort wire
     /// formats. Default: `None`.
-    pub keyring: Option<crate::Keyring>,
+    pub keyring: Option<Keyring>,
     /// Limits on the connections the channel's receiver accepts: how many at once and
     /// how many bytes of unfinished frames they may hold (see [`InboundLimits`]). Idle
     /// connections are never closed for being idle. `max_buffered_per_connection` must
@@ -253,7 +254,7 @@ cohort_proto::config_setters!(Config {
     event_capacity: usize,
     group: GroupConfig,
     discovery: DiscoveryConfig,
-    [into] keyring: Option<crate::Keyring>,
+    [into] keyring: Option<Keyring>,
     inbound: InboundLimits,
 });
 

@@ -11,27 +11,20 @@ use cohort_proto::security::Purpose;
 use cohort_proto::{Membership, MembershipEvent};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::discovery::Candidates;
 use crate::event::Event;
-use crate::group::GroupInput;
+use crate::messages::{GroupInput, HeartbeatCommand};
 use crate::security::{DatagramOpen, DatagramSeal};
 use crate::shared::Shared;
 
 /// Largest datagram read. A member record is far smaller; anything bigger is malformed.
 const MAX_DATAGRAM: usize = 65_536;
-
-/// Commands from the node handle to the heartbeat task.
-pub(crate) enum Command {
-    /// Announce the shutdown, then stop; the sender is answered once the packet is sent.
-    Shutdown(oneshot::Sender<()>),
-    /// Beat under a new id from now on (the group removed us and we rejoin).
-    SetIdentity(cohort_proto::MemberId),
-}
 
 /// Opens the multicast socket the way Tribes does: bound to the group address and port
 /// (so heartbeats leave from the group port and only the group's datagrams arrive), shared
@@ -135,7 +128,7 @@ pub(crate) async fn run(
     mut core: Membership,
     socket: UdpSocket,
     beacon: Beacon,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::Receiver<HeartbeatCommand>,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<Event>,
 ) {
@@ -147,12 +140,8 @@ pub(crate) async fn run(
         last_probe: None,
         probed_version: 0,
     };
-    let start = Instant::now();
-    let start_std = std::time::Instant::now();
-    // The core works in std time; map tokio's (possibly paused) clock onto it.
-    let to_std = |t: Instant| start_std + (t - start);
-    let from_std = |t: std::time::Instant| start + t.saturating_duration_since(start_std);
-    core.handle_timeout(to_std(Instant::now()));
+    let clock = Clock::new();
+    core.handle_timeout(clock.now());
     loop {
         let mut sent_beat = false;
         while let Some(datagram) = core.poll_transmit() {
@@ -160,7 +149,7 @@ pub(crate) async fn run(
             sender.send(&socket, &core, &datagram).await;
         }
         if sent_beat {
-            shared.set_sender_record(core.local_record(to_std(Instant::now())).to_bytes());
+            shared.set_sender_record(core.local_record(clock.now()).to_bytes());
         }
         let mut changed = false;
         while let Some(event) = core.poll_event() {
@@ -185,13 +174,13 @@ pub(crate) async fn run(
         }
         shared.set_membership_stats(core.stats());
 
-        let deadline = core.poll_timeout().map(from_std);
+        let deadline = core.poll_timeout().map(|t| clock.to_tokio(t));
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
                     // Refused (unsealed, forged, replayed) datagrams are counted by the seam.
                     if let Some(datagram) = opener.open(BytesMut::from(&buf[..n])) {
-                        match core.handle_datagram(to_std(Instant::now()), &datagram) {
+                        match core.handle_datagram(clock.now(), &datagram) {
                             Ok(()) => {
                                 if let Some(m) = core.last_accepted()
                                     && m.is_cohort
@@ -210,16 +199,16 @@ pub(crate) async fn run(
                 Err(e) => warn!(error = %e, "multicast receive failed"),
             },
             () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                core.handle_timeout(to_std(Instant::now()));
+                core.handle_timeout(clock.now());
             }
             () = candidates_changed(&sender.beacon) => {
                 // New addresses to look for members at: tell them about us now.
-                let record = core.local_record(to_std(Instant::now())).to_bytes();
+                let record = core.local_record(clock.now()).to_bytes();
                 sender.send(&socket, &core, &record).await;
             }
             command = commands.recv() => match command {
-                Some(Command::Shutdown(done)) => {
-                    core.shutdown(to_std(Instant::now()));
+                Some(HeartbeatCommand::Shutdown(done)) => {
+                    core.shutdown(clock.now());
                     while let Some(datagram) = core.poll_transmit() {
                         sender.send(&socket, &core, &datagram).await;
                     }
@@ -227,8 +216,8 @@ pub(crate) async fn run(
                     let _ = done.send(());
                     return;
                 }
-                Some(Command::SetIdentity(id)) => {
-                    core.set_local_id(id, to_std(Instant::now()));
+                Some(HeartbeatCommand::SetIdentity(id)) => {
+                    core.set_local_id(id, clock.now());
                 }
                 None => return,
             },

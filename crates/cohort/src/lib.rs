@@ -31,6 +31,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
+mod backoff;
+mod clock;
 mod config;
 mod discovery;
 pub mod election;
@@ -39,6 +41,7 @@ mod event;
 mod group;
 mod heartbeat;
 mod lifecycle;
+mod messages;
 mod node;
 pub mod reliable;
 pub mod router;

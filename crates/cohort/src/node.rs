@@ -23,6 +23,7 @@ use crate::event::{Event, Events};
 use crate::group;
 use crate::heartbeat;
 use crate::lifecycle::Tasks;
+use crate::messages::HeartbeatCommand;
 use crate::security::{Security, SecurityStats};
 use crate::shared::Shared;
 use crate::transport::receiver;
@@ -54,7 +55,7 @@ pub struct Node {
 struct Inner {
     config: Config,
     shared: Arc<Shared>,
-    heartbeat: mpsc::Sender<heartbeat::Command>,
+    heartbeat: mpsc::Sender<HeartbeatCommand>,
     group: mpsc::Sender<group::Command>,
     tasks: Tasks,
 }
@@ -406,7 +407,7 @@ impl Node {
         if self
             .inner
             .heartbeat
-            .send(heartbeat::Command::Shutdown(done_tx))
+            .send(HeartbeatCommand::Shutdown(done_tx))
             .await
             .is_ok()
         {

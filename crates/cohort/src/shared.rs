@@ -10,7 +10,7 @@ use cohort_proto::wire::tribes::{SendOptions, encode_data_frame};
 use cohort_proto::{Member, MemberId};
 use tokio::sync::{mpsc, watch};
 
-use crate::group::GroupInput;
+use crate::messages::GroupInput;
 use crate::security::Security;
 
 use crate::transport::sender::Peers;

@@ -95,7 +95,7 @@ pub(crate) fn start(
     cluster: Bytes,
     local: SocketAddr,
     candidates: Arc<Candidates>,
-    security: Option<crate::Security>,
+    security: Option<crate::security::Security>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     if !config.initial_hosts.is_empty() {

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Candidates;
+use crate::backoff::Backoff;
 use crate::security::{Security, StreamOpen, StreamSeal};
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -27,7 +28,7 @@ pub(super) async fn run(
     security: Option<Security>,
 ) {
     let source = format!("router {router}");
-    let mut retry = FIRST_RETRY;
+    let mut retry = Backoff::new(FIRST_RETRY, MAX_RETRY);
     loop {
         match session(
             router,
@@ -44,9 +45,8 @@ pub(super) async fn run(
         }
         // What it told us stays a candidate list until another answer replaces it: a router
         // restart must not make members forget each other.
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(MAX_RETRY);
-        if retry == MAX_RETRY {
+        tokio::time::sleep(retry.next_wait()).await;
+        if retry.at_longest() {
             warn!(%router, "gossip router unreachable; retrying every {MAX_RETRY:?}");
         }
     }

@@ -14,11 +14,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::mesh::{self, MeshEvent, Sealing};
 use super::{Command, Leadership};
+use crate::backoff::Backoff;
 use crate::security::Security;
-
-/// First reconnect delay after a failed attempt; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How long a second connection for a sid we hold a connection to waits for the held one
 /// to show itself dead (we write on it: a dead one is answered with a reset and closes).
@@ -64,7 +61,7 @@ struct Peer {
     /// so a peer that was unreachable still hears our current state.
     last_sent: Option<Bytes>,
     connecting: bool,
-    backoff: Duration,
+    backoff: Backoff,
     retry_at: Option<Instant>,
     /// A newer connection from this sid, kept only if the held one turns out dead.
     pending: Option<Pending>,
@@ -112,7 +109,7 @@ impl Driver {
                         conn: None,
                         last_sent: None,
                         connecting: false,
-                        backoff: MIN_BACKOFF,
+                        backoff: Backoff::RECONNECT,
                         retry_at: None,
                         pending: None,
                     },
@@ -292,8 +289,7 @@ impl Driver {
                     p.connecting = false;
                     if p.conn.is_none() {
                         // A higher sid that does not connect back soon is asked again.
-                        p.retry_at = Some(now + p.backoff);
-                        p.backoff = (p.backoff * 2).min(MAX_BACKOFF);
+                        p.retry_at = Some(now + p.backoff.next_wait());
                     }
                 }
             }
@@ -306,8 +302,8 @@ impl Driver {
                 };
                 if p.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
                     p.conn = None;
-                    p.backoff = MIN_BACKOFF;
-                    p.retry_at = Some(now + MIN_BACKOFF);
+                    p.backoff.reset();
+                    p.retry_at = Some(now + p.backoff.first());
                     if let Some(waiting) = p.pending.take() {
                         // The held connection was dead: the one that waited replaces it.
                         bump(&self.counters.replaced);
@@ -389,7 +385,7 @@ impl Driver {
         }
         // Replacing an older connection drops its sender, which closes it.
         p.conn = Some((self.generation, tx));
-        p.backoff = MIN_BACKOFF;
+        p.backoff.reset();
         p.retry_at = None;
     }
 

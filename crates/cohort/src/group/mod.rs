@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cohort_proto::group::{Group, GroupEvent, GroupMember, HostCheck};
+use cohort_proto::group::{Group, GroupEvent, GroupMember};
 use cohort_proto::wire::cohort::GroupPacket;
 use cohort_proto::wire::tribes::SendOptions;
 use cohort_proto::{DisappearReason, Member, MemberId};
@@ -17,28 +17,11 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
+use crate::clock::Clock;
 use crate::event::Event;
-use crate::heartbeat;
 use crate::lifecycle::AbortOnDrop;
+use crate::messages::{GroupInput, HeartbeatCommand};
 use crate::shared::Shared;
-
-/// Facts the group task learns from the other tasks.
-#[derive(Debug)]
-pub(crate) enum GroupInput {
-    /// A heartbeat of a cohort node of our cluster.
-    Heard(Member),
-    /// The membership service dropped a cohort node.
-    Gone {
-        id: MemberId,
-        reason: DisappearReason,
-    },
-    /// A group protocol message arrived on the channel.
-    Message { from: Member, data: Bytes },
-    /// The ring connection to `id` closed: its process is gone.
-    RingClosed { id: MemberId },
-    /// A host check asked for by the core finished.
-    HostChecked { id: MemberId, result: HostCheck },
-}
 
 /// Commands from the node handle.
 pub(crate) enum Command {
@@ -56,12 +39,9 @@ pub(crate) async fn run(
     mut commands: mpsc::Receiver<Command>,
     shared: Arc<Shared>,
     events: mpsc::UnboundedSender<Event>,
-    heartbeat: mpsc::Sender<heartbeat::Command>,
+    heartbeat: mpsc::Sender<HeartbeatCommand>,
 ) {
-    let start = Instant::now();
-    let start_std = std::time::Instant::now();
-    let to_std = |t: Instant| start_std + (t - start);
-    let from_std = |t: std::time::Instant| start + t.saturating_duration_since(start_std);
+    let clock = Clock::new();
     let limits = core.config().limits;
     let ring_inbox = shared.group_inbox.clone();
     // The member watched, and the task watching it (none once it was found dead: it is
@@ -73,7 +53,7 @@ pub(crate) async fn run(
     // gave up before it was written). Events are handled before transmits, so the messages
     // the core queued with the rejoin (its join request) are spawned after the abort.
     let mut sending: JoinSet<()> = JoinSet::new();
-    core.handle_timeout(to_std(Instant::now()));
+    core.handle_timeout(clock.now());
     loop {
         while sending.try_join_next().is_some() {}
         while let Some(event) = core.poll_event() {
@@ -88,7 +68,7 @@ pub(crate) async fn run(
                     sending.abort_all();
                     shared.view.send_replace(None);
                     shared.local_id.send_replace(new);
-                    let _ = heartbeat.send(heartbeat::Command::SetIdentity(new)).await;
+                    let _ = heartbeat.send(HeartbeatCommand::SetIdentity(new)).await;
                     let _ = events.send(Event::Rejoined { old, new });
                 }
             }
@@ -123,11 +103,11 @@ pub(crate) async fn run(
             }
         }
 
-        let deadline = core.poll_timeout().map(from_std);
+        let deadline = core.poll_timeout().map(|t| clock.to_tokio(t));
         tokio::select! {
             input = inbox.recv() => {
                 let Some(input) = input else { break };
-                let now = to_std(Instant::now());
+                let now = clock.now();
                 match input {
                     GroupInput::Heard(m) => core.heard_from(group_member(&m), now),
                     GroupInput::Gone { id, reason: DisappearReason::Shutdown } => core.member_left(id, now),
@@ -153,11 +133,11 @@ pub(crate) async fn run(
                 }
             }
             () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                core.handle_timeout(to_std(Instant::now()));
+                core.handle_timeout(clock.now());
             }
             command = commands.recv() => match command {
                 Some(Command::Leave(done)) => {
-                    core.leave(to_std(Instant::now()));
+                    core.leave(clock.now());
                     let mut sends = Vec::new();
                     while let Some((to, packet)) = core.poll_transmit() {
                         let frame = encode(&shared, &packet);

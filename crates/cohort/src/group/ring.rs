@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::GroupInput;
+use crate::messages::GroupInput;
 
 /// How long a connection attempt may take before it is retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

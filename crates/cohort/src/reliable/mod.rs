@@ -416,7 +416,7 @@ impl ReliableChannel {
     /// Starts the channel of `node`, following the node's group views (see the module docs
     /// for the addresses). The node must already be in a view.
     pub fn for_node(
-        node: &crate::Node,
+        node: &crate::node::Node,
         config: ReliableChannelConfig,
     ) -> Result<Self, ReliableStartError> {
         let security = match node.security() {

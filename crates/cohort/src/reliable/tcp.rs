@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
 use super::{ReliableChannelConfig, ReliableChannelStats, ReliableStartError, Shared};
+use crate::backoff::Backoff;
 use crate::security::{Security, StreamOpen, StreamSeal};
 use crate::transport::limits::{Conn as InboundConn, Slots};
 
@@ -50,9 +51,6 @@ const WRITE_BATCH: usize = 64;
 const READ_RESERVE: usize = 256 * 1024;
 /// How long connecting and the hello exchange may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// First and longest wait before connecting again after a failure.
-const MIN_BACKOFF: Duration = Duration::from_millis(20);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Counters of the TCP transport (all zero over UDP).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -458,7 +456,7 @@ struct LinkTask {
 
 impl LinkTask {
     async fn run(mut self) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::RECONNECT;
         let mut next = None;
         loop {
             let conn = if let Some(conn) = next.take() {
@@ -466,15 +464,14 @@ impl LinkTask {
             } else if let Some(addr) = self.dial {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.call(addr)).await {
                     Ok(Ok(conn)) => {
-                        backoff = MIN_BACKOFF;
+                        backoff.reset();
                         conn
                     }
                     failed => {
                         if let Ok(Err(e)) = failed {
                             trace!(peer = %self.peer, %addr, error = %e, "reliable tcp: connect failed");
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        tokio::time::sleep(backoff.next_wait()).await;
                         continue;
                     }
                 }

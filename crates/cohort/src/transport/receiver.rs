@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::event::{Event, Message};
-use crate::group::GroupInput;
+use crate::messages::GroupInput;
 use crate::security::{StreamOpen, StreamSeal};
 use crate::shared::{Counters, Shared};
 use crate::transport::limits::{Conn, InboundLimits, Slots};
