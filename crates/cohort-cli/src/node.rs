@@ -167,12 +167,28 @@ impl NodeArgs {
     }
 }
 
+/// Reads the key file again and makes its keys the node's keyring (its first key primary).
+/// Returns the key ids held now.
+fn reload_keys(
+    node: &Node,
+    key_file: Option<&std::path::Path>,
+) -> Result<Vec<cohort::KeyId>, String> {
+    let (Some(path), Some(security)) = (key_file, node.security()) else {
+        return Err("the node runs without --key-file".into());
+    };
+    let ring = read_key_file(path)?;
+    security.set_keyring(ring);
+    Ok(security.list())
+}
+
 pub(crate) async fn run(args: NodeArgs) -> CliResult {
     let printer = Printer { json: args.json };
     // Catch SIGTERM before announcing "started", so a signal sent right after it is a
     // graceful leave and not the default (immediate) death.
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    // SIGHUP reloads the key file (a key rotation step: `cohort keys install|use|remove`).
+    let mut sighup = signal(SignalKind::hangup())?;
     let (node, mut events) = Node::start(args.config()?).await?;
     printer.started(node.local_member());
     let status = status::serve(node.clone(), args.status).await?;
@@ -216,6 +232,7 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
                 Ok(None) | Err(_) => stdin_open = false,
             },
             Some(_) = sends.join_next(), if !sends.is_empty() => {}
+            _ = sighup.recv() => printer.keys(&reload_keys(&node, args.key_file.as_deref())),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }

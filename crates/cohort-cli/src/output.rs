@@ -133,6 +133,23 @@ impl Printer {
         );
     }
 
+    /// The node reloaded its key file (SIGHUP): the keys it holds now, primary first.
+    pub(crate) fn keys(&self, result: &Result<Vec<cohort::KeyId>, String>) {
+        match result {
+            Ok(ids) => {
+                let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                self.emit(
+                    json!({ "event": "keys", "keys": ids }),
+                    format!("key file reloaded: {}", ids.join(", ")),
+                );
+            }
+            Err(e) => self.emit(
+                json!({ "event": "keys", "error": e }),
+                format!("key file not reloaded: {e}"),
+            ),
+        }
+    }
+
     pub(crate) fn stopped(&self) {
         self.emit(json!({ "event": "stopped" }), "stopped".into());
     }

@@ -3,7 +3,10 @@
 //! group and talk, and a `cohort node` without the key on the same group and domain that
 //! neither joins nor hears them, its heartbeats refused and counted (status endpoint).
 //!
-//! Multicast port 46620.
+//! And a running cluster rotating its key with `cohort keys install|use|remove` and SIGHUP
+//! while a member sends all along: no message is lost.
+//!
+//! Multicast ports 46620 and 46621.
 
 mod support;
 
@@ -15,6 +18,10 @@ use support::cohort::{is_event, member_added, message_from, send_result, view_of
 use support::{OrPanic, Proc, cohort_bin, secs};
 
 fn node(name: &str, key_file: Option<&std::path::Path>) -> (Proc, String) {
+    node_on(name, key_file, 46620)
+}
+
+fn node_on(name: &str, key_file: Option<&std::path::Path>, mcast_port: u16) -> (Proc, String) {
     let mut cmd = Command::new(cohort_bin());
     cmd.args([
         "node",
@@ -28,8 +35,8 @@ fn node(name: &str, key_file: Option<&std::path::Path>) -> (Proc, String) {
         "--mcast-interface",
         "127.0.0.1",
         "--mcast-port",
-        "46620",
     ]);
+    cmd.arg(mcast_port.to_string());
     if let Some(file) = key_file {
         cmd.arg("--key-file").arg(file);
     }
@@ -129,6 +136,130 @@ fn keyed_nodes_form_a_group_that_a_node_without_the_key_cannot_join() {
     assert!(status(&plain)["security"].is_null());
 
     for n in [&a, &b, &plain] {
+        n.sigterm();
+        n.wait_exit(secs(10)).or_panic("did not stop");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `cohort keys ARGS...` and returns its output; fails the test if it fails.
+fn keys(args: &[&str]) -> String {
+    let out = Command::new(cohort_bin())
+        .arg("keys")
+        .args(args)
+        .output()
+        .expect("cohort keys");
+    assert!(
+        out.status.success(),
+        "cohort keys {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Issue 16: keys rotate across a running cluster with no message lost. Two keyed nodes,
+/// each with its own key file; one sends 600 messages, one every 5 ms, while the cluster
+/// rotates from the old key to a new one in the three steps (install everywhere, use
+/// everywhere, remove the old everywhere), each step `cohort keys` on every node's key
+/// file and SIGHUP to every node. Every message arrives and every send is acknowledged.
+#[test]
+fn a_running_cluster_rotates_its_key_with_cohort_keys_and_loses_no_message() {
+    let dir = std::env::temp_dir().join(format!("cohort-keys-rotation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = keys(&["generate"]).trim().to_owned();
+    let new = keys(&["generate"]).trim().to_owned();
+    let files = [dir.join("a.keys"), dir.join("b.keys")];
+    for f in &files {
+        std::fs::write(f, format!("{old}\n")).unwrap();
+    }
+    let id_of = |file: &std::path::Path, line: usize| -> String {
+        let listed = keys(&["list", "--key-file", file.to_str().unwrap()]);
+        listed
+            .lines()
+            .nth(line)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let old_id = id_of(&files[0], 0);
+    let (a, a_id) = node_on("rotating-a", Some(&files[0]), 46621);
+    let (b, b_id) = node_on("rotating-b", Some(&files[1]), 46621);
+    let ids = [a_id.clone(), b_id.clone()];
+    for n in [&a, &b] {
+        n.wait_for(secs(15), view_of(&ids))
+            .or_panic("the keyed nodes formed no group");
+    }
+
+    const MESSAGES: usize = 600;
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            for i in 0..MESSAGES {
+                a.send_line(&format!("m{i}")).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        // The three steps, each on every node before the next.
+        let file = |f: &std::path::PathBuf| f.to_str().unwrap().to_owned();
+        let new_id = {
+            keys(&["install", "--key-file", &file(&files[0]), &new]);
+            id_of(&files[0], 1)
+        };
+        // (the command, its argument, the keys every node holds after it)
+        let steps = [
+            (
+                "install",
+                new.as_str(),
+                vec![old_id.as_str(), new_id.as_str()],
+            ),
+            (
+                "use",
+                new_id.as_str(),
+                vec![new_id.as_str(), old_id.as_str()],
+            ),
+            ("remove", old_id.as_str(), vec![new_id.as_str()]),
+        ];
+        for (name, arg, expect) in &steps {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            for (n, f) in [(&a, &files[0]), (&b, &files[1])] {
+                keys(&[name, "--key-file", &file(f), arg]);
+                let mark = n.mark();
+                n.signal("HUP").unwrap();
+                let reloaded = n
+                    .wait_for_after(mark, secs(5), |v| is_event(v, "keys"))
+                    .or_panic(&format!("no reload after {name}"));
+                let held: Vec<&str> = reloaded["keys"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                assert_eq!(&held, expect, "after {name}: {reloaded}");
+            }
+        }
+        sender.join().unwrap();
+    });
+
+    for i in 0..MESSAGES {
+        let data = format!("m{i}");
+        b.wait_for(secs(20), message_from(&a_id, &data))
+            .or_panic(&format!("{data} was lost during the rotation"));
+        let result = a
+            .wait_for(secs(20), send_result(&data))
+            .or_panic(&format!("no send result for {data}"));
+        assert_eq!(
+            result["acked"].as_array().map(Vec::len),
+            Some(1),
+            "{data}: {result}"
+        );
+    }
+    // The old key is gone: the nodes seal and open with the new one only.
+    let security = &status(&a)["security"];
+    assert_eq!(
+        security["keys"].as_array().map(Vec::len),
+        Some(1),
+        "{security}"
+    );
+    for n in [&a, &b] {
         n.sigterm();
         n.wait_exit(secs(10)).or_panic("did not stop");
     }

@@ -165,6 +165,16 @@ impl Security {
         self.ring_mut().remove(id)
     }
 
+    /// Replaces the whole keyring (a reloaded key file): from now on `keyring`'s primary
+    /// key seals what the node sends and only its keys open what it receives. Rotating a
+    /// running cluster with it is the same three steps as with
+    /// [`install`](Self::install), [`use_key`](Self::use_key) and
+    /// [`remove`](Self::remove), each done on every node before the next (`cohort node`
+    /// reloads its `--key-file` on SIGHUP).
+    pub fn set_keyring(&self, keyring: Keyring) {
+        *self.ring_mut() = keyring;
+    }
+
     /// The names of the keys held, the primary one first (`cohort keys list`).
     pub fn list(&self) -> Vec<KeyId> {
         self.ring().list()
