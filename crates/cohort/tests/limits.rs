@@ -159,3 +159,74 @@ async fn parts_of_huge_frames_cannot_make_a_node_hold_more_than_allowed() {
         w.abort();
     }
 }
+
+/// The same over the reliable channel's TCP transport: the member that accepts holds
+/// at most `inbound.max_connections` (16 here) connections in their hello exchange, the
+/// oldest making room for a new one. 300 idle connections opened before the other member
+/// dials do not keep its connection out: messages flow both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_keep_a_reliable_tcp_member_out() {
+    use cohort::reliable::{ReliableChannel, ReliableChannelConfig, Transport};
+    use cohort::{GroupMember, MemberId, View};
+    use std::net::SocketAddr;
+
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let mut rng = rand::rng();
+    let mut ids = [MemberId::random(&mut rng), MemberId::random(&mut rng)];
+    // The lower id dials, the higher accepts: ids[1] accepts.
+    ids.sort();
+    let view = View::new(
+        1,
+        ids.iter().zip(&ports).map(|(id, port)| {
+            GroupMember::new(*id, SocketAddr::from((Ipv4Addr::LOCALHOST, *port)))
+        }),
+    )
+    .expect("members");
+    let config = ReliableChannelConfig {
+        transport: Transport::Tcp,
+        port_offset: 0,
+        inbound: InboundLimits::default().max_connections(16),
+        ..ReliableChannelConfig::default()
+    };
+    let acceptor = ReliableChannel::start_static(ids[1], config.clone(), view.clone()).unwrap();
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[1]));
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(conn) = TcpStream::connect(target).await {
+            idle.push(conn);
+        }
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the idle connections never filled the cap",
+        || acceptor.stats().tcp.inbound.evicted >= 100,
+    )
+    .await;
+    let dialer = ReliableChannel::start_static(ids[0], config, view).unwrap();
+    for (from, to) in [(&dialer, &acceptor), (&acceptor, &dialer)] {
+        from.multicast(Bytes::from_static(b"through"))
+            .await
+            .expect("multicast");
+        let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let d = to.recv().await.expect("open");
+                if d.from != to.local() {
+                    return d;
+                }
+            }
+        })
+        .await
+        .expect("the member's messages get through despite the idle connections");
+        assert_eq!(&delivered.payload[..], b"through");
+    }
+    let inbound = acceptor.stats().tcp.inbound;
+    assert!(inbound.open <= 16, "{inbound:?}");
+    drop(idle);
+    dialer.shutdown().await;
+    acceptor.shutdown().await;
+}
