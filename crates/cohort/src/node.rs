@@ -84,7 +84,7 @@ pub struct NodeStats {
     pub connections_accepted: u64,
     /// What the receiver's connection limits did ([`Config::inbound`]): connections
     /// refused, evicted or closed for buffering too much.
-    pub inbound: crate::InboundStats,
+    pub inbound: crate::transport::limits::InboundStats,
     /// What the cluster-key seam sealed, opened and refused (all zero without a key).
     pub security: SecurityStats,
 }
