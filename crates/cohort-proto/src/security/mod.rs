@@ -216,8 +216,9 @@ pub enum OpenError {
     BadRecord,
 }
 
-/// Seals messages of one sender instance, counting up.
-#[derive(Clone)]
+/// Seals messages of one sender instance, counting up. Deliberately not `Clone`: two
+/// copies would seal different messages under the same nonce and key, which gives
+/// AES-GCM's authentication key away.
 pub struct Sealer {
     instance: Instance,
     next: u64,

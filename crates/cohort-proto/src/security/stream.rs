@@ -22,8 +22,8 @@ pub const RECORD_PREFIX_LEN: usize = 4;
 const MAX_RECORD: usize = MAX_RECORD_PLAINTEXT + OVERHEAD;
 
 /// Seals one direction of a TCP stream. Use one per connection and direction: a stream's
-/// records must come from one sealer, counting from 0.
-#[derive(Debug, Clone)]
+/// records must come from one sealer, counting from 0. Not `Clone`, as [`Sealer`] is not.
+#[derive(Debug)]
 pub struct StreamSealer {
     sealer: Sealer,
     purpose: Purpose,
