@@ -37,6 +37,8 @@ pub mod membership;
 pub mod reliable;
 pub mod security;
 mod setters;
+#[cfg(test)]
+mod sim;
 pub mod total;
 pub mod wire;
 

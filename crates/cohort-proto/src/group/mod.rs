@@ -50,6 +50,4 @@ pub use self::core::{Group, GroupConfig, GroupEvent, GroupStats, HostCheck};
 pub use view::{GroupMember, View, ViewId};
 
 #[cfg(test)]
-mod sim;
-#[cfg(test)]
 mod tests;

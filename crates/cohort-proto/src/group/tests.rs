@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::GroupConfig;
-use super::sim::{NetConfig, Sim, seed};
+use crate::sim::{NetConfig, Sim, seed};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -1,4 +1,7 @@
-//! A deterministic simulation of many group nodes in one process.
+//! A deterministic simulation of many nodes in one process: the group core and, when
+//! asked for ([`Sim::with_stack`]), the reliable core with view synchrony on top of it
+//! (see `stack.rs`), the start of one harness of the whole stack that later layers plug
+//! into.
 //!
 //! Virtual time, a seeded network (loss, duplication, delay, partitions, one-way cuts),
 //! paused, crashed and restarted nodes. Each node is the real [`Group`] core; the harness
@@ -28,9 +31,17 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Group, GroupConfig, GroupEvent, GroupMember, HostCheck, View, ViewId};
+use bytes::Bytes;
+
+use crate::group::{Group, GroupConfig, GroupEvent, GroupMember, HostCheck, View, ViewId};
 use crate::membership::MemberId;
 use crate::wire::cohort::GroupPacket;
+
+mod stack;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use stack::StackConfig;
 
 const BEAT: Duration = Duration::from_millis(500);
 
@@ -53,6 +64,11 @@ enum Input {
     Shutdown {
         id: MemberId,
     },
+    /// A reliable datagram (UDP: lost across a cut, never held).
+    Datagram {
+        from: MemberId,
+        datagram: Bytes,
+    },
 }
 
 struct Slot {
@@ -70,21 +86,23 @@ struct Slot {
     /// View ids installed, in order, per identity.
     installed: Vec<(MemberId, ViewId)>,
     rejoins: usize,
+    /// The reliable layer and its application, with [`Sim::with_stack`].
+    stack: Option<stack::StackNode>,
 }
 
 /// The network: loss, duplication, delay and reachability.
 #[derive(Debug, Clone)]
-pub(super) struct NetConfig {
-    pub(super) loss: f64,
-    pub(super) duplicate: f64,
-    pub(super) min_delay: Duration,
-    pub(super) max_delay: Duration,
+pub(crate) struct NetConfig {
+    pub(crate) loss: f64,
+    pub(crate) duplicate: f64,
+    pub(crate) min_delay: Duration,
+    pub(crate) max_delay: Duration,
     /// How long a group message sent across a cut waits for the link to return (zero: it
     /// is lost at once, as a datagram would be).
-    pub(super) backlog_hold: Duration,
+    pub(crate) backlog_hold: Duration,
     /// Chance that a message delivered from the backlog arrives twice (a reconnect replays
     /// it).
-    pub(super) backlog_replay: f64,
+    pub(crate) backlog_replay: f64,
 }
 
 impl Default for NetConfig {
@@ -100,13 +118,13 @@ impl Default for NetConfig {
     }
 }
 
-pub(super) struct Sim {
-    pub(super) seed: u64,
+pub(crate) struct Sim {
+    pub(crate) seed: u64,
     rng: SmallRng,
-    pub(super) net: NetConfig,
-    pub(super) config: GroupConfig,
+    pub(crate) net: NetConfig,
+    pub(crate) config: GroupConfig,
     start: Instant,
-    pub(super) now: Instant,
+    pub(crate) now: Instant,
     slots: Vec<Slot>,
     queue: BinaryHeap<Reverse<(Instant, u64, usize, usize)>>,
     payloads: HashMap<u64, Input>,
@@ -117,17 +135,21 @@ pub(super) struct Sim {
     deaf: HashSet<usize>,
     /// Every view ever installed, to check that an id names one member list.
     views: HashMap<ViewId, Vec<MemberId>>,
-    pub(super) steps: u64,
+    pub(crate) steps: u64,
     /// Whether watchers see a crash through the ring connection.
-    pub(super) ring: bool,
+    pub(crate) ring: bool,
     /// Group messages waiting for a cut link to return: when sent, from, to, the message.
     backlog: Vec<(Instant, usize, usize, Input)>,
     /// Nodes started in each slot (restarts and rejoins give new ids at the same address).
-    pub(super) incarnations: Vec<usize>,
+    pub(crate) incarnations: Vec<usize>,
+    /// The reliable layer's settings and the checkers of its invariants, if it runs.
+    stack: Option<stack::Stack>,
+    /// The slot of every id ever started, for datagrams addressed by id.
+    id_slots: HashMap<MemberId, usize>,
 }
 
 impl Sim {
-    pub(super) fn new(seed: u64, nodes: usize, net: NetConfig, config: GroupConfig) -> Self {
+    pub(crate) fn new(seed: u64, nodes: usize, net: NetConfig, config: GroupConfig) -> Self {
         // GROUP_SIM_LOG=debug prints the protocol's log of a replayed run.
         if let Ok(filter) = std::env::var("GROUP_SIM_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -154,6 +176,8 @@ impl Sim {
             ring: true,
             backlog: Vec::new(),
             incarnations: Vec::new(),
+            stack: None,
+            id_slots: HashMap::new(),
         };
         for _ in 0..nodes {
             sim.add_slot();
@@ -175,18 +199,19 @@ impl Sim {
             ring_reported: HashSet::new(),
             installed: Vec::new(),
             rejoins: 0,
+            stack: None,
         });
         self.partition.push(0);
         self.incarnations.push(0);
         i
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
     /// Starts (or restarts, under a new id) the node of slot `i`.
-    pub(super) fn start(&mut self, i: usize) {
+    pub(crate) fn start(&mut self, i: usize) {
         let id = MemberId::random(&mut self.rng);
         let member = GroupMember {
             id,
@@ -203,21 +228,24 @@ impl Sim {
         slot.heard.clear();
         slot.ring_reported.clear();
         self.incarnations[i] += 1;
+        self.id_slots.insert(id, i);
+        self.slots[i].stack = self.new_stack_node(id);
     }
 
-    pub(super) fn start_all(&mut self) {
+    pub(crate) fn start_all(&mut self) {
         for i in 0..self.len() {
             self.start(i);
         }
     }
 
     /// kill -9: the process is gone; the ring connection to it closes.
-    pub(super) fn crash(&mut self, i: usize) {
+    pub(crate) fn crash(&mut self, i: usize) {
         self.slots[i].node = None;
+        self.slots[i].stack = None;
     }
 
     /// Graceful stop: leave, then the shutdown heartbeat.
-    pub(super) fn stop(&mut self, i: usize) {
+    pub(crate) fn stop(&mut self, i: usize) {
         let now = self.now;
         let Some(mut node) = self.slots[i].node.take() else {
             return;
@@ -225,6 +253,7 @@ impl Sim {
         node.leave(now);
         let from = node.local();
         self.drain_node(i, &mut node);
+        self.slots[i].stack = None;
         for j in 0..self.len() {
             if j != i {
                 self.deliver_later(i, j, Input::Shutdown { id: from.id });
@@ -233,13 +262,13 @@ impl Sim {
     }
 
     /// SIGSTOP for `d`.
-    pub(super) fn pause(&mut self, i: usize, d: Duration) {
+    pub(crate) fn pause(&mut self, i: usize, d: Duration) {
         if self.slots[i].node.is_some() {
             self.slots[i].paused_until = Some(self.now + d);
         }
     }
 
-    pub(super) fn set_partitions(&mut self, groups: &[&[usize]]) {
+    pub(crate) fn set_partitions(&mut self, groups: &[&[usize]]) {
         for p in self.partition.iter_mut() {
             *p = 0;
         }
@@ -251,7 +280,7 @@ impl Sim {
         self.release_backlog();
     }
 
-    pub(super) fn heal(&mut self) {
+    pub(crate) fn heal(&mut self) {
         for p in self.partition.iter_mut() {
             *p = 0;
         }
@@ -297,7 +326,7 @@ impl Sim {
         }
     }
 
-    pub(super) fn set_deaf(&mut self, i: usize, deaf: bool) {
+    pub(crate) fn set_deaf(&mut self, i: usize, deaf: bool) {
         if deaf {
             self.deaf.insert(i);
         } else {
@@ -310,28 +339,28 @@ impl Sim {
         self.partition[from] == self.partition[to] && !self.deaf.contains(&to)
     }
 
-    pub(super) fn is_live(&self, i: usize) -> bool {
+    pub(crate) fn is_live(&self, i: usize) -> bool {
         self.slots[i].node.is_some()
     }
 
-    pub(super) fn node(&self, i: usize) -> Option<&Group> {
+    pub(crate) fn node(&self, i: usize) -> Option<&Group> {
         self.slots[i].node.as_ref()
     }
 
     /// Takes node `i` out of the simulation, to drive it by hand.
-    pub(super) fn take_node(&mut self, i: usize) -> Option<Group> {
+    pub(crate) fn take_node(&mut self, i: usize) -> Option<Group> {
         self.slots[i].node.take()
     }
 
-    pub(super) fn id(&self, i: usize) -> Option<MemberId> {
+    pub(crate) fn id(&self, i: usize) -> Option<MemberId> {
         self.node(i).map(|n| n.local().id)
     }
 
-    pub(super) fn view(&self, i: usize) -> Option<&View> {
+    pub(crate) fn view(&self, i: usize) -> Option<&View> {
         self.node(i).and_then(Group::view)
     }
 
-    pub(super) fn rejoins(&self, i: usize) -> usize {
+    pub(crate) fn rejoins(&self, i: usize) -> usize {
         self.slots[i].rejoins
     }
 
@@ -408,6 +437,7 @@ impl Sim {
                     } else {
                         self.views.insert(view.id, ids);
                     }
+                    self.stack_view(i, &view);
                     let me = node.local().id;
                     let slot = &mut self.slots[i];
                     if let Some((last_id, last_view)) = slot.installed.last()
@@ -423,17 +453,28 @@ impl Sim {
                     }
                     slot.installed.push((me, view.id));
                 }
-                GroupEvent::Rejoined { .. } => {
+                GroupEvent::Rejoined { new, .. } => {
                     self.slots[i].rejoins += 1;
                     self.incarnations[i] += 1;
+                    // A new incarnation: its reliable layer starts over too.
+                    self.id_slots.insert(new, i);
+                    self.slots[i].stack = self.new_stack_node(new);
                 }
             }
         }
+        self.drain_stack(i);
     }
 
     fn handle(&mut self, i: usize, input: Input) {
         let _span = tracing::debug_span!("node", i).entered();
         let now = self.now;
+        let input = match input {
+            Input::Datagram { from, datagram } => {
+                self.stack_datagram(i, from, datagram);
+                return;
+            }
+            other => other,
+        };
         let Some(mut node) = self.slots[i].node.take() else {
             return;
         };
@@ -452,14 +493,16 @@ impl Sim {
             Input::LinkClosed { id } => node.link_closed(id, now),
             Input::Shutdown { id } => node.member_left(id, now),
             Input::HostCheck { id, result } => node.host_check_result(id, result, now),
+            Input::Datagram { .. } => {}
         }
         self.drain_node(i, &mut node);
         self.slots[i].node = Some(node);
     }
 
     /// Runs until `until`, processing every event and timer in order.
-    pub(super) fn run_until(&mut self, until: Instant) {
+    pub(crate) fn run_until(&mut self, until: Instant) {
         let mut spins = 0u64;
+        let load = self.load();
         loop {
             // The next thing to happen: a delivery, a timer, a beat or a resume.
             let mut next = until;
@@ -473,6 +516,9 @@ impl Sim {
                     None => {
                         next = next.min(s.next_beat);
                         if let Some(t) = node.poll_timeout() {
+                            next = next.min(t);
+                        }
+                        if let Some(t) = s.stack.as_ref().and_then(|st| st.next_due(load)) {
                             next = next.min(t);
                         }
                     }
@@ -519,7 +565,7 @@ impl Sim {
         }
     }
 
-    pub(super) fn run_for(&mut self, d: Duration) {
+    pub(crate) fn run_for(&mut self, d: Duration) {
         self.run_until(self.now + d);
     }
 
@@ -559,6 +605,7 @@ impl Sim {
                 node.handle_timeout(now);
             }
             self.drain_node(i, &mut node);
+            self.stack_timers(i);
             // The ring: a watched process that is gone closes the connection (or refuses a
             // new one) unless a partition is in between.
             if self.ring
@@ -579,7 +626,7 @@ impl Sim {
     }
 
     /// True if every live, unpaused node is in the same view, listing exactly them.
-    pub(super) fn converged(&self) -> bool {
+    pub(crate) fn converged(&self) -> bool {
         let live: Vec<usize> = (0..self.len()).filter(|&i| self.is_live(i)).collect();
         let ids: HashSet<MemberId> = live.iter().filter_map(|&i| self.id(i)).collect();
         let Some(first) = live.first().and_then(|&i| self.view(i)) else {
@@ -592,7 +639,7 @@ impl Sim {
     }
 
     /// Runs until [`converged`](Self::converged), failing after `limit`.
-    pub(super) fn run_until_converged(&mut self, limit: Duration) -> Duration {
+    pub(crate) fn run_until_converged(&mut self, limit: Duration) -> Duration {
         let began = self.now;
         let step = Duration::from_millis(10);
         while !self.converged() {
@@ -608,7 +655,7 @@ impl Sim {
     }
 
     /// The views of all nodes, for failure messages.
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut by_view: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for i in 0..self.len() {
             let key = match self.slots[i].node.as_ref() {
@@ -635,12 +682,12 @@ impl Sim {
     }
 
     /// How many distinct views were installed so far.
-    pub(super) fn views_seen(&self) -> usize {
+    pub(crate) fn views_seen(&self) -> usize {
         self.views.len()
     }
 
     /// Total removals made by coordinators so far.
-    pub(super) fn removals(&self) -> u64 {
+    pub(crate) fn removals(&self) -> u64 {
         self.slots
             .iter()
             .filter_map(|s| s.node.as_ref())
@@ -650,7 +697,7 @@ impl Sim {
 }
 
 /// The seed to use: `GROUP_SIM_SEED` if set (to replay a failure), else `default`.
-pub(super) fn seed(default: u64) -> u64 {
+pub(crate) fn seed(default: u64) -> u64 {
     std::env::var("GROUP_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
