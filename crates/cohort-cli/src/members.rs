@@ -1,14 +1,18 @@
-//! `cohort members`: asks a running node for its current view.
+//! `cohort members`: asks a running node for its current view (its status endpoint's
+//! `/status`, see [`crate::status`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use clap::Args;
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::CliResult;
+use crate::status::Status;
 
 /// Options of `cohort members`.
 #[derive(Args, Debug, Clone)]
@@ -23,54 +27,53 @@ pub(crate) struct MembersArgs {
 
 /// Longest the whole query may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest status document accepted.
+const MAX_BODY: usize = 16 * 1024 * 1024;
 
 pub(crate) async fn run(args: MembersArgs) -> CliResult {
     let status = tokio::time::timeout(TIMEOUT, fetch(args.status))
         .await
         .map_err(|_| format!("no answer from {} within {TIMEOUT:?}", args.status))??;
     if args.json {
-        println!("{status}");
+        println!("{}", serde_json::to_string(&status)?);
         return Ok(());
     }
-    let local = status["local"]["id"].as_str().unwrap_or_default();
-    match status.get("view").filter(|v| !v.is_null()) {
+    let local = &status.local.id;
+    match &status.view {
         None => println!("node {local} is not in a group yet"),
         Some(view) => {
-            let members = view["members"].as_array().cloned().unwrap_or_default();
-            println!(
-                "view {} ({} members)",
-                view["view_id"].as_str().unwrap_or("?"),
-                members.len()
-            );
-            for (i, m) in members.iter().enumerate() {
-                let id = m["id"].as_str().unwrap_or("?");
+            println!("view {} ({} members)", view.view_id, view.members.len());
+            for (i, m) in view.members.iter().enumerate() {
                 let role = if i == 0 { " coordinator" } else { "" };
-                let me = if id == local { " (this node)" } else { "" };
-                println!(
-                    "  {}:{} {id}{role}{me}",
-                    m["host"].as_str().unwrap_or("?"),
-                    m["port"]
-                );
+                let me = if &m.id == local { " (this node)" } else { "" };
+                println!("  {}:{} {}{role}{me}", m.host, m.port, m.id);
             }
         }
     }
     Ok(())
 }
 
-async fn fetch(addr: SocketAddr) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-    let mut stream = TcpStream::connect(addr)
+/// `GET /status` from the endpoint at `addr`.
+pub(crate) async fn fetch(
+    addr: SocketAddr,
+) -> Result<Status, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot reach the node's status endpoint {addr}: {e}"))?;
-    stream
-        .write_all(b"GET /status HTTP/1.0\r\nHost: cohort\r\n\r\n")
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .ok_or_else(|| format!("{addr} did not answer like a cohort status endpoint"))?;
-    Ok(serde_json::from_str(body)
-        .map_err(|e| format!("{addr} sent a status that is not JSON: {e}"))?)
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = Request::get("/status")
+        .header("host", addr.to_string())
+        .body(Body::empty())?;
+    let response = sender.send_request(request).await?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("{addr} answered {} to GET /status", response.status()).into());
+    }
+    let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await?
+        .to_bytes();
+    Ok(serde_json::from_slice(&body)
+        .map_err(|e| format!("{addr} sent a status that is not cohort's: {e}"))?)
 }

@@ -57,8 +57,9 @@ pub(crate) struct NodeArgs {
     /// Reject (failure-ACK) received messages whose text equals this.
     #[arg(long)]
     pub(crate) fail_on: Option<String>,
-    /// Where to serve the node's status (its view, as JSON over HTTP) for
-    /// `cohort members`; port 0 picks a free port (printed at start).
+    /// Where to serve the node's status over HTTP: `/status` (JSON, read by `cohort
+    /// members`), `/metrics` (Prometheus) and `/` (a page); port 0 picks a free port
+    /// (printed at start).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) status: std::net::SocketAddr,
     /// Milliseconds without a heartbeat before a member is suspected (the group removes it
@@ -191,7 +192,8 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
     let mut sighup = signal(SignalKind::hangup())?;
     let (node, mut events) = Node::start(args.config()?).await?;
     printer.started(node.local_member());
-    let status = status::serve(node.clone(), args.status).await?;
+    let status_state = status::StatusState::new(node.clone());
+    let status = status::serve(status_state.clone(), args.status).await?;
     printer.status_endpoint(status);
     let options = if args.sync_ack {
         SendOptions::USE_ACK | SendOptions::SYNCHRONIZED_ACK
@@ -206,7 +208,10 @@ pub(crate) async fn run(args: NodeArgs) -> CliResult {
             event = events.recv() => match event {
                 Some(Event::MemberAdded(m)) => printer.member_added(&m),
                 Some(Event::MemberDisappeared { member, reason }) => printer.member_disappeared(&member, reason),
-                Some(Event::ViewChanged(view)) => printer.view(&view, node.id()),
+                Some(Event::ViewChanged(view)) => {
+                    status_state.record_view(&view);
+                    printer.view(&view, node.id());
+                }
                 Some(Event::Rejoined { old, new }) => printer.rejoined(old, new),
                 Some(Event::Message(msg)) => {
                     printer.message(&msg);

@@ -56,7 +56,7 @@ fn status(proc: &Proc) -> Value {
     let addr = event["addr"].as_str().expect("an address");
     let mut stream = std::net::TcpStream::connect(addr).expect("status endpoint");
     stream
-        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .write_all(b"GET /status HTTP/1.0\r\n\r\n")
         .expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
