@@ -18,8 +18,9 @@
 //! sequencer twice (once in the old view's unicast stream, once resent): it is dropped.
 //!
 //! Like the other cores, [`TotalOrder`] touches no socket and no clock: feed it views and
-//! the reliable layer's deliveries of its records, and drain [`TotalOrder::poll_send`]
-//! into the reliable layer and [`TotalOrder::poll_delivery`] into the application.
+//! the reliable layer's deliveries of its records and its `Block` events, hand
+//! [`TotalOrder::peek_send`] to the reliable layer (and [`TotalOrder::pop_send`] once it
+//! took it), and drain [`TotalOrder::poll_delivery`] into the application.
 //!
 //! # Example
 //!
@@ -43,12 +44,14 @@
 //!
 //! member.multicast(Bytes::from_static(b"x")).unwrap();
 //! // b forwards to the sequencer ...
-//! let Some(TotalSend::Unicast { to, record }) = member.poll_send() else { panic!() };
+//! let Some(TotalSend::Unicast { to, record }) = member.peek_send().cloned() else { panic!() };
+//! member.pop_send(); // the reliable layer took it
 //! assert_eq!(to, a);
 //! seq.handle_record(b, record, true).unwrap();
-//! // ... which delivers it and multicasts it in its stream ...
+//! // ... which multicasts it in its stream and delivers it once that is sent ...
+//! let Some(TotalSend::Multicast { record }) = seq.peek_send().cloned() else { panic!() };
+//! seq.pop_send();
 //! assert_eq!(seq.poll_delivery().unwrap().payload, "x");
-//! let Some(TotalSend::Multicast { record }) = seq.poll_send() else { panic!() };
 //! member.handle_record(a, record, false).unwrap();
 //! // ... and b delivers it at the same place in the order.
 //! let d = member.poll_delivery().unwrap();
@@ -160,20 +163,43 @@ pub struct TotalStats {
     pub dropped: u64,
 }
 
+/// What a queued record is, for the bookkeeping once the reliable layer takes it.
+#[derive(Debug, Clone)]
+enum Queued {
+    /// Our `seq`-th message, forwarded to the sequencer.
+    Forward(u64),
+    /// A message the sequencer put in its order: delivered here when it is sent.
+    Order {
+        origin: MemberId,
+        seq: u64,
+        payload: Bytes,
+    },
+}
+
 /// Total order for one member; see the [module docs](self).
 #[derive(Debug)]
 pub struct TotalOrder {
     local: MemberId,
     config: TotalConfig,
     view: Option<View>,
+    /// Between the reliable layer's `Block` and the next view: nothing is sent or ordered.
+    blocked: bool,
     /// The local member's next total-order number.
     next_seq: u64,
     /// Forwarded and not yet seen ordered, oldest first.
     pending: VecDeque<(u64, Bytes)>,
     pending_bytes: usize,
-    /// Per origin, the highest number delivered (as sequencer: ordered) so far.
+    /// Per origin, the highest number delivered so far.
     delivered: HashMap<MemberId, u64>,
-    sends: VecDeque<TotalSend>,
+    /// As sequencer: per origin, the highest number put in the order (delivered, or
+    /// waiting in `sends`).
+    ordered: HashMap<MemberId, u64>,
+    /// Forwards that reached the sequencer during a flush, ordered in the next view.
+    held: VecDeque<(MemberId, u64, Bytes)>,
+    /// Records for the reliable layer, and what each is.
+    sends: VecDeque<(TotalSend, Queued)>,
+    /// The highest of our numbers the reliable layer took towards the current sequencer.
+    forwarded: u64,
     deliveries: VecDeque<TotalDelivery>,
     stats: TotalStats,
 }
@@ -186,11 +212,15 @@ impl TotalOrder {
             local,
             config,
             view: None,
+            blocked: false,
             next_seq: 1,
             pending: VecDeque::new(),
             pending_bytes: 0,
             delivered: HashMap::new(),
+            ordered: HashMap::new(),
+            held: VecDeque::new(),
             sends: VecDeque::new(),
+            forwarded: 0,
             deliveries: VecDeque::new(),
             stats: TotalStats::default(),
         }
@@ -202,26 +232,80 @@ impl TotalOrder {
         self.view.as_ref()?.coordinator().map(|m| m.id)
     }
 
+    /// The reliable layer blocked for a flush: until the next view nothing is sent and
+    /// the sequencer orders nothing (an order it delivered here must reach the others in
+    /// the same view).
+    pub fn block(&mut self) {
+        self.blocked = true;
+    }
+
     /// A new view, installed after the reliable layer delivered everything of the last
-    /// one (view synchrony). If the sequencer changed, every message still waiting for
-    /// its order goes to the new one, in the original order.
+    /// one (view synchrony); it ends a [`block`](Self::block). If the sequencer changed,
+    /// every message still waiting for its order goes to the new one, in the original
+    /// order; what the old sequencer was told, or had ordered without sending, is dropped
+    /// (its senders resend it).
     pub fn install_view(&mut self, view: &View) {
         let before = self.sequencer();
         self.view = Some(view.clone());
+        self.blocked = false;
         self.delivered.retain(|id, _| view.contains(id));
         let after = self.sequencer();
-        if before == after || after.is_none() {
+        let held = std::mem::take(&mut self.held);
+        if before != after {
+            debug!(sequencer = ?after, pending = self.pending.len(), "new sequencer");
+            self.sends.clear();
+            self.forwarded = 0;
+            self.ordered = self.delivered.clone();
+            let pending: Vec<(u64, Bytes)> = self.pending.iter().cloned().collect();
+            for (seq, payload) in pending {
+                self.stats.resent += 1;
+                self.submit(seq, payload);
+            }
             return;
         }
-        debug!(sequencer = ?after, pending = self.pending.len(), "new sequencer");
-        let pending: Vec<(u64, Bytes)> = self.pending.iter().cloned().collect();
-        for (seq, payload) in pending {
-            self.stats.resent += 1;
-            self.submit(seq, payload);
+        self.ordered.retain(|id, _| view.contains(id));
+        if after == Some(self.local) {
+            // Forwards that arrived during the flush, from members still here.
+            for (origin, seq, payload) in held {
+                if view.contains(&origin) {
+                    self.order(origin, seq, payload);
+                }
+            }
+            // Our own messages multicast during the flush.
+            let unsent: Vec<(u64, Bytes)> = self
+                .pending
+                .iter()
+                .filter(|(s, _)| *s > self.ordered.get(&self.local).copied().unwrap_or(0))
+                .cloned()
+                .collect();
+            for (seq, payload) in unsent {
+                self.order(self.local, seq, payload);
+            }
+        } else {
+            let forwarded = self.forwarded_upto();
+            let unsent: Vec<(u64, Bytes)> = self
+                .pending
+                .iter()
+                .filter(|(s, _)| *s > forwarded)
+                .cloned()
+                .collect();
+            for (seq, payload) in unsent {
+                self.submit(seq, payload);
+            }
         }
     }
 
+    /// The highest of our numbers handed (or queued) to the sequencer.
+    fn forwarded_upto(&self) -> u64 {
+        let queued = self.sends.iter().rev().find_map(|(_, q)| match q {
+            Queued::Forward(seq) => Some(*seq),
+            Queued::Order { .. } => None,
+        });
+        queued.unwrap_or(self.forwarded)
+    }
+
     /// Multicasts `payload` in total order: it is delivered here too, in its place.
+    /// During a flush it waits for the next view.
     pub fn multicast(&mut self, payload: Bytes) -> Result<(), TotalError> {
         if self.sequencer().is_none() {
             return Err(TotalError::NotInView);
@@ -235,7 +319,9 @@ impl TotalOrder {
         self.next_seq = self.next_seq.saturating_add(1);
         self.pending_bytes += payload.len();
         self.pending.push_back((seq, payload.clone()));
-        self.submit(seq, payload);
+        if !self.blocked {
+            self.submit(seq, payload);
+        }
         Ok(())
     }
 
@@ -248,27 +334,40 @@ impl TotalOrder {
             self.order(self.local, seq, payload);
         } else {
             let record = TotalRecord::Forward { seq, payload }.encode();
-            self.sends.push_back(TotalSend::Unicast {
-                to: sequencer,
-                record,
-            });
+            self.sends.push_back((
+                TotalSend::Unicast {
+                    to: sequencer,
+                    record,
+                },
+                Queued::Forward(seq),
+            ));
         }
     }
 
-    /// As sequencer: gives `origin`'s `seq`-th message its place, delivers it here and
-    /// multicasts it.
+    /// As sequencer: gives `origin`'s `seq`-th message its place. It is delivered here
+    /// when the reliable layer takes its multicast ([`pop_send`](Self::pop_send)).
     fn order(&mut self, origin: MemberId, seq: u64, payload: Bytes) {
-        if !self.deliver(origin, seq, payload.clone()) {
+        let last = self.ordered.entry(origin).or_insert(0);
+        if seq <= *last {
+            self.stats.duplicates += 1;
             return;
         }
+        *last = seq;
         self.stats.ordered += 1;
         let record = TotalRecord::Ordered {
             origin,
             seq,
-            payload,
+            payload: payload.clone(),
         }
         .encode();
-        self.sends.push_back(TotalSend::Multicast { record });
+        self.sends.push_back((
+            TotalSend::Multicast { record },
+            Queued::Order {
+                origin,
+                seq,
+                payload,
+            },
+        ));
     }
 
     /// Delivers `origin`'s `seq`-th message unless it was delivered already.
@@ -324,7 +423,11 @@ impl TotalOrder {
                         from,
                     });
                 }
-                self.order(from, seq, payload);
+                if self.blocked {
+                    self.held.push_back((from, seq, payload));
+                } else {
+                    self.order(from, seq, payload);
+                }
             }
             TotalRecord::Ordered {
                 origin,
@@ -343,9 +446,37 @@ impl TotalOrder {
         Ok(())
     }
 
-    /// The next record to hand to the reliable layer.
-    pub fn poll_send(&mut self) -> Option<TotalSend> {
-        self.sends.pop_front()
+    /// The next record to hand to the reliable layer (none during a flush). Call
+    /// [`pop_send`](Self::pop_send) once the reliable layer took it; if it refused (no
+    /// credit), leave it and try again later: the order must not skip it.
+    #[must_use]
+    pub fn peek_send(&self) -> Option<&TotalSend> {
+        if self.blocked {
+            return None;
+        }
+        self.sends.front().map(|(s, _)| s)
+    }
+
+    /// The reliable layer took the record [`peek_send`](Self::peek_send) showed. An order
+    /// is delivered here now, at its place in the sequencer's stream.
+    pub fn pop_send(&mut self) {
+        if self.blocked {
+            return;
+        }
+        match self.sends.pop_front() {
+            Some((_, Queued::Forward(seq))) => self.forwarded = self.forwarded.max(seq),
+            Some((
+                _,
+                Queued::Order {
+                    origin,
+                    seq,
+                    payload,
+                },
+            )) => {
+                self.deliver(origin, seq, payload);
+            }
+            None => {}
+        }
     }
 
     /// The next message delivered in total order.
@@ -357,6 +488,12 @@ impl TotalOrder {
     #[must_use]
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// True between [`block`](Self::block) and the next view.
+    #[must_use]
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
     }
 
     /// The counters.

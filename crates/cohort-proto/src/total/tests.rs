@@ -64,7 +64,8 @@ impl Net {
 
     /// Moves what member `i` produced onto the network and into its delivery log.
     fn drain(&mut self, i: usize) {
-        while let Some(send) = self.members[i].poll_send() {
+        while let Some(send) = self.members[i].peek_send().cloned() {
+            self.members[i].pop_send();
             match send {
                 TotalSend::Unicast { to, record } => {
                     let j = self.index(to);
@@ -116,6 +117,9 @@ impl Net {
     /// of every stream that some survivor delivered; then the next view.
     fn crash_and_flush(&mut self, dead: usize, seq: u64) {
         self.live[dead] = false;
+        for m in &mut self.members {
+            m.block();
+        }
         self.links.retain(|(f, t), _| *f != dead && *t != dead);
         let n = self.members.len();
         for sender in 0..n {
