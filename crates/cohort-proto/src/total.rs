@@ -232,6 +232,12 @@ impl TotalOrder {
         self.view.as_ref()?.coordinator().map(|m| m.id)
     }
 
+    /// The id of the view installed last.
+    #[must_use]
+    pub fn view_id(&self) -> Option<crate::group::ViewId> {
+        self.view.as_ref().map(|v| v.id)
+    }
+
     /// The reliable layer blocked for a flush: until the next view nothing is sent and
     /// the sequencer orders nothing (an order it delivered here must reach the others in
     /// the same view).

@@ -9,6 +9,9 @@
 //!   sender's counters strictly increasing;
 //! - (c) a message is delivered in the view it was sent in (and deliveries' views only
 //!   grow);
+//! - total order (with [`StackConfig::total_order`]): every member delivers, in each
+//!   view, a prefix of one and the same sequence of total-order messages, each sender's
+//!   in its order and none twice;
 //! - (d) one view id names one member list (the group's views, checked in `mod.rs`; every
 //!   view installed here must be one of them, with the same members).
 //!
@@ -25,6 +28,13 @@ use super::{Input, Sim};
 use crate::group::{View, ViewId};
 use crate::membership::MemberId;
 use crate::reliable::{Destination, Reliable, ReliableConfig, ReliableEvent, SendOpts};
+use crate::total::{TotalConfig, TotalOrder, TotalSend};
+use crate::wire::cohort::total::TotalRecord;
+
+/// First byte of every application payload in the simulation: a plain multicast, or a
+/// record of the total-order layer.
+const PLAIN: u8 = 0;
+const TOTAL: u8 = 1;
 
 /// How the reliable layer and its application run.
 #[derive(Debug, Clone)]
@@ -34,6 +44,9 @@ pub(crate) struct StackConfig {
     pub(crate) send_interval: Duration,
     /// Filler bytes per message.
     pub(crate) filler: usize,
+    /// Every other message of the applications goes in total order (a
+    /// [`TotalOrder`] on every node, over the reliable layer).
+    pub(crate) total_order: bool,
 }
 
 impl Default for StackConfig {
@@ -45,6 +58,7 @@ impl Default for StackConfig {
             },
             send_interval: Duration::from_millis(20),
             filler: 16,
+            total_order: false,
         }
     }
 }
@@ -56,6 +70,9 @@ pub(super) struct Stack {
     /// Invariant (a): per pair of consecutive views, what the first member to install
     /// them delivered in the first.
     pairs: HashMap<(ViewId, ViewId), (Fingerprint, MemberId)>,
+    /// Total order: per view, the sequence of (origin, counter) the first member to
+    /// get that far delivered; every member must deliver a prefix of it.
+    total: HashMap<ViewId, Vec<(MemberId, u64)>>,
     stats: StackStats,
 }
 
@@ -72,6 +89,12 @@ pub(crate) struct StackStats {
     pub(crate) pairs_compared: u64,
     /// Sends refused because a flush was under way.
     pub(crate) blocked_sends: u64,
+    /// Total-order messages multicast by the applications.
+    pub(crate) total_sent: u64,
+    /// Total-order messages delivered (each member's deliveries count).
+    pub(crate) total_delivered: u64,
+    /// Total-order messages forwarded again to a new sequencer.
+    pub(crate) total_resent: u64,
 }
 
 /// An order-independent summary of a set of messages (count and a sum of hashes).
@@ -109,6 +132,14 @@ pub(super) struct StackNode {
     /// `r.poll_timeout()` after the last call into `r` (it walks every peer, and the
     /// simulation asks for every node at every step).
     due: Option<Instant>,
+    /// The total-order layer, when the applications use it.
+    total: Option<TotalOrder>,
+    /// Total-order messages this node's application multicast.
+    total_sent: u64,
+    /// Total-order deliveries per view (the position in that view's sequence).
+    total_at: HashMap<ViewId, usize>,
+    /// The last total-order counter delivered per origin.
+    total_last: HashMap<MemberId, u64>,
 }
 
 impl StackNode {
@@ -154,6 +185,7 @@ impl Sim {
             config,
             load: false,
             pairs: HashMap::new(),
+            total: HashMap::new(),
             stats: StackStats::default(),
         });
         self
@@ -176,6 +208,11 @@ impl Sim {
         self.stack.as_ref().map(|s| s.stats).unwrap_or_default()
     }
 
+    /// The total-order layer of node `i`.
+    pub(crate) fn total(&self, i: usize) -> Option<&TotalOrder> {
+        self.slots[i].stack.as_ref()?.total.as_ref()
+    }
+
     /// The reliable layer of node `i`.
     pub(crate) fn reliable(&self, i: usize) -> Option<&Reliable> {
         self.slots[i].stack.as_ref().map(|s| &s.r)
@@ -186,6 +223,10 @@ impl Sim {
         let mut config = stack.config.reliable.clone();
         config.rng_seed = self.rng.random();
         let first_send = self.now + stack.config.send_interval.mul_f64(self.rng.random());
+        let total = stack
+            .config
+            .total_order
+            .then(|| TotalOrder::new(id, TotalConfig::default()));
         Some(StackNode {
             r: Reliable::new(config, id, self.now),
             id,
@@ -196,6 +237,10 @@ impl Sim {
             last_stamp: 0,
             last: HashMap::new(),
             due: None,
+            total,
+            total_sent: 0,
+            total_at: HashMap::new(),
+            total_last: HashMap::new(),
         })
     }
 
@@ -232,8 +277,20 @@ impl Sim {
         }
         if stack.load && st.next_send <= now {
             st.next_send = now + stack.config.send_interval;
-            if let Some(view) = st.r.view() {
-                let payload = message(st.id, st.sent + 1, view.id.seq, stack.config.filler);
+            let total_turn = (st.sent + st.total_sent) % 2 == 1;
+            if let Some(total) = st.total.as_mut().filter(|_| total_turn) {
+                // Counters of total-order messages are their own; the view a message
+                // is delivered in is the sequencer's, not the one it was sent in.
+                let payload = message(st.id, st.total_sent + 1, 0, stack.config.filler);
+                if total.multicast(payload).is_ok() {
+                    st.total_sent += 1;
+                    stack.stats.total_sent += 1;
+                }
+            } else if let Some(view) = st.r.view() {
+                let payload = tagged(
+                    PLAIN,
+                    &message(st.id, st.sent + 1, view.id.seq, stack.config.filler),
+                );
                 match st.r.multicast(payload, SendOpts::default(), now) {
                     Ok(()) => {
                         st.sent += 1;
@@ -251,31 +308,54 @@ impl Sim {
     /// Sends node `i`'s datagrams, and checks its deliveries and views.
     pub(super) fn drain_stack(&mut self, i: usize) {
         let seed = self.seed;
+        let now = self.now;
         let Some(mut st) = self.slots[i].stack.take() else {
             return;
         };
-        while let Some(t) = st.r.poll_transmit() {
-            let targets: Vec<MemberId> = match t.to {
-                Destination::Group => st.r.members().to_vec(),
-                Destination::Member(m) => vec![m],
-            };
-            for m in targets {
-                if let Some(&j) = self.id_slots.get(&m)
-                    && j != i
-                {
-                    let input = Input::Datagram {
-                        from: st.id,
-                        datagram: t.datagram.clone(),
-                    };
-                    self.deliver_later(i, j, input);
-                }
-            }
-        }
+        let mut total_deliveries = Vec::new();
+        self.send_datagrams(i, &mut st);
         let me = st.id;
         let mut delivered = 0;
         while let Some(d) = st.r.poll_delivery() {
+            if d.payload.first() == Some(&TOTAL) {
+                let Some(total) = st.total.as_mut() else {
+                    panic!("seed {seed}: node {i} got a total-order record without the layer");
+                };
+                // The delivery's view: the total-order layer's, or the one the reliable
+                // layer just installed, which the total-order layer moves to before it
+                // takes that view's records (the Unblock is polled below). Views are told
+                // apart by id: two sides of a partition number theirs alike.
+                let view = match (total.view_id(), st.r.view()) {
+                    (Some(t), _) if t.seq == d.view_seq => t,
+                    (_, Some(v)) if v.id.seq == d.view_seq => {
+                        total.install_view(v);
+                        v.id
+                    }
+                    _ => panic!(
+                        "seed {seed}: node {i} delivered in view {} outside it",
+                        d.view_seq
+                    ),
+                };
+                let record = d.payload.slice(1..);
+                if let Ok(TotalRecord::Ordered { origin, seq, .. }) = TotalRecord::decode(&record)
+                    && !d.unicast
+                {
+                    // The sequencer's stream is a multicast like any other: (a) covers it.
+                    st.in_view
+                        .entry(d.view_seq)
+                        .or_default()
+                        .add(origin, seq | 1 << 63);
+                }
+                // A record from a member that may not send it (an old sequencer's order
+                // after the view changed) is the layer's to drop and count.
+                let _ = total.handle_record(d.from, record, d.unicast);
+                while let Some(t) = total.poll_delivery() {
+                    total_deliveries.push((view, t));
+                }
+                continue;
+            }
             delivered += 1;
-            let Some((sender, counter, sent_in)) = parse(&d.payload) else {
+            let Some((sender, counter, sent_in)) = parse(&d.payload[1..]) else {
                 panic!("seed {seed}: node {i} delivered a corrupted message");
             };
             assert_eq!(sender, d.from, "seed {seed}: node {i}: sender");
@@ -306,18 +386,101 @@ impl Sim {
         }
         let mut installs = Vec::new();
         while let Some(e) = st.r.poll_event() {
-            if let ReliableEvent::Unblock { view } = e {
-                installs.push(view);
+            match e {
+                ReliableEvent::Block => {
+                    if let Some(total) = st.total.as_mut() {
+                        total.block();
+                    }
+                }
+                ReliableEvent::Unblock { view } => {
+                    if let (Some(total), Some(v)) = (st.total.as_mut(), st.r.view())
+                        && total.view_id() != Some(v.id)
+                    {
+                        let resent = total.stats().resent;
+                        total.install_view(v);
+                        if let Some(stack) = self.stack.as_mut() {
+                            stack.stats.total_resent += total.stats().resent - resent;
+                        }
+                    }
+                    installs.push(view);
+                }
+                _ => {}
             }
         }
         for view in installs {
             self.stack_installed(i, &mut st, view);
         }
+        // What the total-order layer has to send now (orders, forwards after a view
+        // change) goes out at once.
+        pump_total(&mut st, now, &mut total_deliveries);
+        self.send_datagrams(i, &mut st);
+        self.check_total(i, &mut st, total_deliveries);
         if let Some(stack) = self.stack.as_mut() {
             stack.stats.delivered += delivered;
         }
         st.due = st.r.poll_timeout();
         self.slots[i].stack = Some(st);
+    }
+
+    /// Puts node `i`'s datagrams on the network.
+    fn send_datagrams(&mut self, i: usize, st: &mut StackNode) {
+        while let Some(t) = st.r.poll_transmit() {
+            let targets: Vec<MemberId> = match t.to {
+                Destination::Group => st.r.members().to_vec(),
+                Destination::Member(m) => vec![m],
+            };
+            for m in targets {
+                if let Some(&j) = self.id_slots.get(&m)
+                    && j != i
+                {
+                    let input = Input::Datagram {
+                        from: st.id,
+                        datagram: t.datagram.clone(),
+                    };
+                    self.deliver_later(i, j, input);
+                }
+            }
+        }
+    }
+
+    /// Checks node `i`'s total-order deliveries (`(view seq, delivery)` in order): in
+    /// each view a prefix of one sequence, each origin's counters increasing.
+    fn check_total(
+        &mut self,
+        i: usize,
+        st: &mut StackNode,
+        deliveries: Vec<(ViewId, crate::total::TotalDelivery)>,
+    ) {
+        let seed = self.seed;
+        let Some(stack) = self.stack.as_mut() else {
+            return;
+        };
+        for (view, d) in deliveries {
+            stack.stats.total_delivered += 1;
+            let Some((origin, counter, _)) = parse(&d.payload) else {
+                panic!("seed {seed}: node {i} delivered a corrupted total-order message");
+            };
+            assert_eq!(origin, d.origin, "seed {seed}: node {i}: origin");
+            let last = st.total_last.entry(origin).or_insert(0);
+            assert!(
+                counter > *last,
+                "seed {seed}: node {i} delivered {origin}'s total-order #{counter} after #{last}"
+            );
+            *last = counter;
+            let at = st.total_at.entry(view).or_insert(0);
+            let order = stack.total.entry(view).or_default();
+            match order.get(*at) {
+                Some(&expected) => assert_eq!(
+                    expected,
+                    (origin, counter),
+                    "seed {seed}: node {i} ({}) delivered another total order in view {view} at position {at} (its sequencer: {:?})",
+                    st.id,
+                    st.total.as_ref().and_then(TotalOrder::sequencer)
+                ),
+                None => order.push((origin, counter)),
+            }
+            *at += 1;
+        }
     }
 
     /// Node `i`'s reliable layer installed `view`: check (a) and (d).
@@ -407,5 +570,52 @@ impl Sim {
             }
         }
         s
+    }
+}
+
+/// `payload` with its kind byte in front.
+fn tagged(kind: u8, payload: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(1 + payload.len());
+    v.push(kind);
+    v.extend_from_slice(payload);
+    Bytes::from(v)
+}
+
+/// Hands what the total-order layer of `st` has to send to its reliable layer, as long as
+/// the reliable layer takes it; collects the sequencer's own deliveries (stamped with the
+/// view they happen in).
+fn pump_total(
+    st: &mut StackNode,
+    now: Instant,
+    out: &mut Vec<(ViewId, crate::total::TotalDelivery)>,
+) {
+    let Some(total) = st.total.as_mut() else {
+        return;
+    };
+    let mut took = false;
+    while let Some(send) = total.peek_send() {
+        let result = match send {
+            TotalSend::Unicast { to, record } => {
+                st.r.unicast(*to, tagged(TOTAL, record), SendOpts::default(), now)
+            }
+            TotalSend::Multicast { record } => {
+                st.r.multicast(tagged(TOTAL, record), SendOpts::default(), now)
+            }
+        };
+        if result.is_err() {
+            // No credit, or blocked: the layer keeps it, in its place.
+            break;
+        }
+        total.pop_send();
+        took = true;
+    }
+    let Some(view) = st.r.view().map(|v| v.id) else {
+        return;
+    };
+    while let Some(d) = total.poll_delivery() {
+        out.push((view, d));
+    }
+    if took {
+        st.r.flush(now);
     }
 }
