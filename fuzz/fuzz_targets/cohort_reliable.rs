@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     // And to a member flushing its view of three towards a view of two (with the peer as
     // the flush coordinator when its id sorts first), so flush records reach every state.
     let third = MemberId([0xCC; 16]);
-    let config = ReliableConfig { view_synchrony: true, ..ReliableConfig::default() };
+    let config = ReliableConfig::default().view_synchrony(true);
     let mut r = Reliable::new(config, local, now);
     let mut members = vec![peer, local, third];
     members.sort();

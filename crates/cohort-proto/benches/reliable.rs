@@ -58,10 +58,7 @@ impl Pair {
     fn new() -> Self {
         let now = Instant::now();
         let (a_id, b_id) = (MemberId([1; 16]), MemberId([2; 16]));
-        let config = ReliableConfig {
-            deliver_own: false,
-            ..ReliableConfig::default()
-        };
+        let config = ReliableConfig::default().deliver_own(false);
         let mut a = Reliable::new(config.clone(), a_id, now);
         let mut b = Reliable::new(config, b_id, now);
         let v = view(&[a_id, b_id]);

@@ -19,12 +19,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .zip([24_990, 24_991])
         .map(|(id, port)| GroupMember::new(*id, SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
     let view = View::new(1, members).expect("two members");
-    let config = ReliableChannelConfig {
-        multicast: Some(SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 99), 46_299)),
+    let config = ReliableChannelConfig::default()
+        .multicast(SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 99), 46_299))
         // The view's addresses are the UDP addresses.
-        port_offset: 0,
-        ..ReliableChannelConfig::default()
-    };
+        .port_offset(0);
     let a = ReliableChannel::start_static(ids[0], config.clone(), view.clone())?;
     let b = ReliableChannel::start_static(ids[1], config, view)?;
     for i in 0..5 {

@@ -170,11 +170,9 @@ fn lone_channel(transport: Transport) -> (ReliableChannel, SocketAddr) {
         .unwrap();
     let id = MemberId::random(&mut rand::rng());
     let view = View::new(1, [GroupMember::new(id, addr)]).unwrap();
-    let config = ReliableChannelConfig {
-        transport,
-        port_offset: 0,
-        ..ReliableChannelConfig::default()
-    };
+    let config = ReliableChannelConfig::default()
+        .transport(transport)
+        .port_offset(0);
     let channel = ReliableChannel::start_static(id, config, view).unwrap();
     (channel, addr)
 }

@@ -187,12 +187,10 @@ async fn idle_connections_do_not_keep_a_reliable_tcp_member_out() {
         }),
     )
     .expect("members");
-    let config = ReliableChannelConfig {
-        transport: Transport::Tcp,
-        port_offset: 0,
-        inbound: InboundLimits::default().max_connections(16),
-        ..ReliableChannelConfig::default()
-    };
+    let config = ReliableChannelConfig::default()
+        .transport(Transport::Tcp)
+        .port_offset(0)
+        .inbound(InboundLimits::default().max_connections(16));
     let acceptor = ReliableChannel::start_static(ids[1], config.clone(), view.clone()).unwrap();
     let target = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[1]));
     let mut idle = Vec::new();

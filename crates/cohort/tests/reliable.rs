@@ -25,11 +25,9 @@ fn start(n: usize, first_port: u16, multicast: Option<u16>) -> Vec<ReliableChann
     let mut rng = rand::rng();
     let ids: Vec<MemberId> = (0..n).map(|_| MemberId::random(&mut rng)).collect();
     let view = view(&ids, first_port);
-    let config = ReliableChannelConfig {
-        multicast: multicast.map(|port| SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 1), port)),
-        port_offset: 0,
-        ..ReliableChannelConfig::default()
-    };
+    let config = ReliableChannelConfig::default()
+        .multicast(multicast.map(|port| SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 1), port)))
+        .port_offset(0);
     ids.iter()
         .map(|id| ReliableChannel::start_static(*id, config.clone(), view.clone()).unwrap())
         .collect()
@@ -297,17 +295,16 @@ async fn follow_node_views(transport: Transport, first_port: u16, discovery_port
                     .interface(Some(Ipv4Addr::LOCALHOST)),
             )
     };
-    let reliable = || ReliableChannelConfig {
-        transport,
-        multicast: (transport == Transport::Udp)
-            .then(|| SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 31), discovery_port + 1)),
-        port_offset: 100,
-        core: cohort::reliable::ReliableConfig {
+    let reliable = || {
+        ReliableChannelConfig::default()
+            .transport(transport)
+            .multicast(
+                (transport == Transport::Udp)
+                    .then(|| SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 31), discovery_port + 1)),
+            )
+            .port_offset(100)
             // Only messages of others, so every channel counts the same.
-            deliver_own: false,
-            ..cohort::reliable::ReliableConfig::lan()
-        },
-        ..ReliableChannelConfig::default()
+            .core(cohort::reliable::ReliableConfig::lan().deliver_own(false))
     };
     let (a, _ae) = cohort::Node::start(config(first_port)).await.unwrap();
     let (b, _be) = cohort::Node::start(config(first_port + 1)).await.unwrap();
@@ -343,11 +340,9 @@ async fn follow_node_views(transport: Transport, first_port: u16, discovery_port
 }
 
 fn tcp_config() -> ReliableChannelConfig {
-    ReliableChannelConfig {
-        transport: Transport::Tcp,
-        port_offset: 0,
-        ..ReliableChannelConfig::default()
-    }
+    ReliableChannelConfig::default()
+        .transport(Transport::Tcp)
+        .port_offset(0)
 }
 
 /// `n` TCP ports on 127.0.0.1 that were free a moment ago.
@@ -401,10 +396,10 @@ async fn unicast_over_tcp_reaches_only_its_destination_in_order() {
 #[tokio::test]
 async fn tcp_refuses_a_multicast_group() {
     let id = MemberId::random(&mut rand::rng());
-    let config = ReliableChannelConfig {
-        multicast: Some(SocketAddrV4::new(Ipv4Addr::new(228, 46, 2, 1), 46_299)),
-        ..tcp_config()
-    };
+    let config = tcp_config().multicast(Some(SocketAddrV4::new(
+        Ipv4Addr::new(228, 46, 2, 1),
+        46_299,
+    )));
     assert!(matches!(
         ReliableChannel::start_static(id, config, view(&[id], free_ports::<1>()[0])),
         Err(cohort::reliable::ReliableStartError::MulticastOverTcp)
@@ -467,14 +462,8 @@ async fn tcp_channels_follow_leaves_and_joins() {
     let mut rng = rand::rng();
     let [a, b, c, d] = std::array::from_fn(|_| MemberId::random(&mut rng));
     let ports = free_ports::<4>();
-    let config = ReliableChannelConfig {
-        core: cohort::reliable::ReliableConfig {
-            // Only messages of others, so every receiver sees one sender.
-            deliver_own: false,
-            ..cohort::reliable::ReliableConfig::lan()
-        },
-        ..tcp_config()
-    };
+    // Only messages of others, so every receiver sees one sender.
+    let config = tcp_config().core(cohort::reliable::ReliableConfig::lan().deliver_own(false));
     let (views, _) = tokio::sync::watch::channel(Some(view_of(
         1,
         &[(a, ports[0]), (b, ports[1]), (c, ports[2])],

@@ -257,14 +257,9 @@ async fn reliable_with_key(port: u16, transport: Transport) {
     let ids = [a.id(), b.id()];
     let view = wait_for_view(&a, &ids, Duration::from_secs(5)).await;
     wait_for_view(&b, &ids, Duration::from_secs(2)).await;
-    let rc = ReliableChannelConfig {
-        transport,
-        core: ReliableConfig {
-            deliver_own: false,
-            ..ReliableConfig::lan()
-        },
-        ..ReliableChannelConfig::default()
-    };
+    let rc = ReliableChannelConfig::default()
+        .transport(transport)
+        .core(ReliableConfig::lan().deliver_own(false));
     let ra = ReliableChannel::for_node(&a, rc.clone()).unwrap();
     let rb = ReliableChannel::for_node(&b, rc.clone()).unwrap();
     let sealed_before = security(&a).sealed;
@@ -518,15 +513,10 @@ async fn reliable_rate(keyring: Option<Keyring>, size: usize, count: u32) -> f64
             })
             .collect(),
     };
-    let config = ReliableChannelConfig {
-        port_offset: 0,
-        keyring,
-        core: ReliableConfig {
-            deliver_own: false,
-            ..ReliableConfig::lan()
-        },
-        ..ReliableChannelConfig::default()
-    };
+    let config = ReliableChannelConfig::default()
+        .port_offset(0)
+        .keyring(keyring)
+        .core(ReliableConfig::lan().deliver_own(false));
     let tx = ReliableChannel::start_static(ids[0], config.clone(), view.clone()).unwrap();
     let rx = ReliableChannel::start_static(ids[1], config, view).unwrap();
     let payload = Bytes::from(vec![0x5Au8; size]);

@@ -8,6 +8,7 @@ use crate::wire::cohort::reliable::{DATA_OVERHEAD, HEADER_LEN, MAX_FRAGMENTS};
 /// Settings of [`Reliable`](super::Reliable). `Default` gives values like JGroups'
 /// `udp.xml` (NAKACK, UNICAST, STABLE, MFC/UFC, FRAG2, bundling).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReliableConfig {
     /// The largest datagram the core produces (envelope and header included). 60 000 fits
     /// one UDP datagram with room to spare, like JGroups' `frag_size` of 60 K; use about
@@ -228,3 +229,23 @@ mod tests {
         assert!(bad.validate().is_err());
     }
 }
+
+crate::config_setters!(ReliableConfig {
+    max_datagram_size: usize,
+    max_message_size: usize,
+    credit_window: usize,
+    ack_threshold: usize,
+    max_delivery_queue: usize,
+    nak_backoff: Vec<Duration>,
+    nak_interval_after: Duration,
+    retransmit_by_multicast: bool,
+    nak_random_member: bool,
+    discard_delivered: bool,
+    max_retransmit_buffer: usize,
+    stable_interval: Duration,
+    bundle_linger: Duration,
+    deliver_own: bool,
+    rng_seed: u64,
+    view_synchrony: bool,
+    flush_retry: Duration,
+});

@@ -76,6 +76,7 @@ pub const DEFAULT_PORT_OFFSET: u16 = 100;
 
 /// Settings of a [`ReliableChannel`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReliableChannelConfig {
     /// How datagrams travel: UDP (the default) or TCP.
     pub transport: Transport,
@@ -709,3 +710,15 @@ impl Shared {
         self.deliveries.notify_waiters();
     }
 }
+
+cohort_proto::config_setters!(ReliableChannelConfig {
+    transport: Transport,
+    [into] multicast: Option<SocketAddrV4>,
+    interface: Ipv4Addr,
+    port_offset: u16,
+    socket_buffer: usize,
+    core: ReliableConfig,
+    busy_poll: Duration,
+    [into] keyring: Option<Keyring>,
+    inbound: crate::InboundLimits,
+});

@@ -272,19 +272,17 @@ pub async fn run(args: MemberArgs) -> BenchResult {
         }
         None => None,
     };
-    let config = ReliableChannelConfig {
-        transport: args.transport.into(),
-        keyring,
-        multicast: args.multicast,
-        interface,
-        port_offset: 0,
-        core,
-        busy_poll: args.busy_poll_us.map_or_else(
+    let config = ReliableChannelConfig::default()
+        .transport(args.transport.into())
+        .keyring(keyring)
+        .multicast(args.multicast)
+        .interface(interface)
+        .port_offset(0)
+        .core(core)
+        .busy_poll(args.busy_poll_us.map_or_else(
             || ReliableChannelConfig::default().busy_poll,
             Duration::from_micros,
-        ),
-        ..ReliableChannelConfig::default()
-    };
+        ));
     let channel = ReliableChannel::start_static(ids[args.index], config, view)?;
     print(&MemberEvent::Ready);
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
