@@ -28,6 +28,28 @@
 //!
 //! The protocols themselves live in [`cohort_proto`], a deterministic core without I/O;
 //! this crate drives them with tokio sockets and timers.
+//!
+//! # Handles and their lifecycle
+//!
+//! [`Node`], [`ReliableChannel`](reliable::ReliableChannel) and
+//! [`Election`](election::Election) follow one convention:
+//! - a handle is cheap to clone, and every clone drives the same running thing;
+//! - `async fn shutdown(&self)` stops it on purpose (a node first announces that it leaves)
+//!   and returns once its sockets are closed, so its ports can be bound again; calling it
+//!   again, on any clone, does nothing;
+//! - dropping the last clone stops it too, without the announcement: its tasks are
+//!   aborted and its sockets close as the runtime drops them.
+//!
+//! `shutdown` borrows rather than consumes because the handles are clones of one another:
+//! consuming one clone could not stop the others, and a handle kept in an `Arc` or a
+//! struct field could not be shut down at all.
+//!
+//! # Growing without breaking
+//!
+//! Events, errors, counters and configurations are `#[non_exhaustive]`: match events and
+//! errors with a catch-all arm, and build a configuration from its `Default` (or a preset)
+//! by assigning fields or chaining its setters, e.g.
+//! `Config::with_domain("orders").port(0).retries(3)`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, rustdoc::broken_intra_doc_links)]
 
