@@ -31,6 +31,12 @@
 //!   first seqno of the view it joined in (the sender's datagram header and gossip carry
 //!   it); a member that leaves is forgotten at once, so it no longer holds stability or
 //!   credits back.
+//! - **View synchrony** ([`view_synchrony`](ReliableConfig::view_synchrony), SPEC §6,
+//!   JGroups' FLUSH): a view change first flushes the old view, so every member that
+//!   installs the new view delivered the same messages of the old one, a crashed
+//!   member's included, and a message is delivered only in the view it was sent in;
+//!   sends are blocked meanwhile ([`ReliableEvent::Block`], [`ReliableEvent::Unblock`]).
+//!   See the `flush` module for the protocol.
 //!
 //! # Using it
 //!
@@ -380,11 +386,11 @@ impl Reliable {
         now: Instant,
     ) -> Result<(), SendError> {
         self.last_now = now;
+        if self.is_blocked() {
+            return Err(SendError::Blocked);
+        }
         if self.view.is_none() {
             return Err(SendError::NotInView);
-        }
-        if self.flushing.is_some() {
-            return Err(SendError::Blocked);
         }
         let total = self.check_size(&payload)?;
         // Own multicasts are delivered locally too: a local application that does not
@@ -466,11 +472,11 @@ impl Reliable {
         now: Instant,
     ) -> Result<(), SendError> {
         self.last_now = now;
+        if self.is_blocked() {
+            return Err(SendError::Blocked);
+        }
         if self.view.is_none() {
             return Err(SendError::NotInView);
-        }
-        if self.flushing.is_some() {
-            return Err(SendError::Blocked);
         }
         let total = self.check_size(&payload)?;
         let Some(peer) = self.peers.get_mut(&to) else {
@@ -838,10 +844,11 @@ impl Reliable {
         s
     }
 
-    /// True between [`ReliableEvent::Block`] and [`ReliableEvent::Unblock`]: a flush is
-    /// under way and sends are refused.
+    /// True between [`ReliableEvent::Block`] and [`ReliableEvent::Unblock`] (a flush is
+    /// under way), and while a member that joined waits for its first view to be
+    /// installed: sends are refused with [`SendError::Blocked`].
     pub fn is_blocked(&self) -> bool {
-        self.flushing.is_some()
+        self.flushing.is_some() || (self.view.is_none() && !self.pending.is_empty())
     }
 
     /// Bytes held for retransmission of the local multicasts (credit cost).
@@ -852,7 +859,7 @@ impl Reliable {
     /// True if a multicast of `len` bytes would be accepted now.
     pub fn can_multicast(&self, len: usize) -> bool {
         self.view.is_some()
-            && self.flushing.is_none()
+            && !self.is_blocked()
             && !self.own_queue_full()
             && self.check_size_len(len).is_ok_and(|cost| {
                 self.mcast_out.has_room(
@@ -869,7 +876,7 @@ impl Reliable {
             return false;
         };
         self.view.is_some()
-            && self.flushing.is_none()
+            && !self.is_blocked()
             && self.check_size_len(len).is_ok_and(|cost| {
                 peer.uni_out.has_room(
                     cost,

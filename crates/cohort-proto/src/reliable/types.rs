@@ -78,8 +78,8 @@ pub enum SendError {
     #[error("{0} is not a member of the current view")]
     UnknownMember(MemberId),
     /// A flush is under way (between [`ReliableEvent::Block`] and
-    /// [`ReliableEvent::Unblock`]): try again after `Unblock`, the send then goes out in
-    /// the new view.
+    /// [`ReliableEvent::Unblock`]), or a member that joined waits for its first view to be
+    /// installed: try again after `Unblock`, the send then goes out in the new view.
     #[error("blocked: the view is being flushed")]
     Blocked,
 }

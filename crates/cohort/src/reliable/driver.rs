@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use cohort_proto::MemberId;
 use cohort_proto::group::View;
-use cohort_proto::reliable::{Destination, ReliableEvent};
+use cohort_proto::reliable::Destination;
 use cohort_proto::security::Purpose;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -329,9 +329,7 @@ impl Driver {
                     }
                 }
             }
-            while let Some(ReliableEvent::CreditAvailable { .. }) = core.poll_event() {
-                credit = true;
-            }
+            credit |= shared.take_events(&mut core);
             // One snapshot (it walks the peers). Own messages are counted when the
             // application multicasts them.
             let stats = core.stats();

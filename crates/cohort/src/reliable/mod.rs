@@ -68,6 +68,25 @@ use crate::lifecycle::Tasks;
 use crate::security::{Keyring, Security};
 
 pub use cohort_proto::reliable::{Delivery, ReliableConfig, ReliableStats};
+
+/// A view change as a channel's application sees it (see
+/// [`ReliableChannel::subscribe_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelEvent {
+    /// A flush began: sends wait until [`ChannelEvent::Unblock`]; messages of the current
+    /// view may still be delivered.
+    Block,
+    /// A view was installed (after its flush, with view synchrony): every delivery after
+    /// this belongs to `view` ([`Delivery::view_seq`]), and waiting sends go out in it.
+    Unblock {
+        /// The view installed.
+        view: cohort_proto::group::ViewId,
+    },
+}
+
+/// How many channel events a subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 64;
 pub use tcp::TcpStats;
 
 /// The default [`port_offset`](ReliableChannelConfig::port_offset) between a node's TCP
@@ -122,6 +141,16 @@ pub struct ReliableChannelConfig {
     /// connection holds at most one 64 KiB frame (and, with a key, one sealed record) of
     /// unfinished bytes whatever the limits say. Default: `InboundLimits::default()`.
     pub inbound: crate::InboundLimits,
+    /// View-synchronous delivery (SPEC §6) for a channel that follows a group's views
+    /// ([`for_node`](ReliableChannel::for_node), [`start`](ReliableChannel::start)):
+    /// every member that survives a view change delivered the same messages of the old
+    /// view, a crashed member's included, before it installs the new one; a message is
+    /// delivered only in the view it was sent in. Sends wait during the flush
+    /// ([`ChannelEvent::Block`] .. [`ChannelEvent::Unblock`]). Every member of the group
+    /// must run the channel (the flush waits for each survivor). Default `true`; `false`
+    /// trades the guarantee for a view change without a flush.
+    /// [`start_static`](ReliableChannel::start_static) has no view changes and ignores it.
+    pub view_synchrony: bool,
 }
 
 impl Default for ReliableChannelConfig {
@@ -136,6 +165,7 @@ impl Default for ReliableChannelConfig {
             busy_poll: Duration::from_micros(50),
             keyring: None,
             inbound: crate::InboundLimits::default(),
+            view_synchrony: true,
         }
     }
 }
@@ -255,6 +285,8 @@ struct Shared {
     local_addr: SocketAddr,
     /// Own multicasts are delivered locally at once, by the sending handle.
     deliver_own: bool,
+    /// Block and unblock, for the application.
+    events: tokio::sync::broadcast::Sender<ChannelEvent>,
 }
 
 impl Shared {
@@ -354,7 +386,9 @@ impl ReliableChannel {
             ));
         }
         let now = Instant::now();
-        let mut core = Reliable::try_new(config.core.clone(), local, now)?;
+        let mut core_config = config.core.clone();
+        core_config.view_synchrony = config.view_synchrony;
+        let mut core = Reliable::try_new(core_config, local, now)?;
         // The current view is installed before the first send can come.
         let view = views.borrow_and_update().clone();
         let view_addr = view
@@ -383,6 +417,7 @@ impl ReliableChannel {
             inbound: Arc::default(),
             local_addr,
             deliver_own: config.core.deliver_own,
+            events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
         });
         let task = match io {
             Io::Udp(sockets) => tokio::spawn(driver::run(
@@ -396,6 +431,9 @@ impl ReliableChannel {
                 tokio::spawn(tcp::run(shared.clone(), config, listener, views, security))
             }
         };
+        // A first round at once: installing the first view may have produced work (with
+        // view synchrony, the gossip that lets the other members install it too).
+        shared.wake_driver.notify_one();
         Ok(Self {
             shared,
             driver: Arc::new(Tasks::new(vec![task])),
@@ -406,11 +444,13 @@ impl ReliableChannel {
     /// list of members. With `port_offset` 0 the view's addresses are the UDP addresses.
     pub fn start_static(
         local: MemberId,
-        config: ReliableChannelConfig,
+        mut config: ReliableChannelConfig,
         view: View,
     ) -> Result<Self, ReliableStartError> {
         // The sender is dropped at once: the driver keeps the last view.
         let (_, rx) = watch::channel(Some(view));
+        // One view for good: nothing to flush, and no member waits for an install.
+        config.view_synchrony = false;
         Self::start(local, config, rx)
     }
 
@@ -559,7 +599,7 @@ impl ReliableChannel {
                     tokio::task::yield_now().await;
                     return Ok(());
                 }
-                Err(core::SendError::NoCredit) if waited || sent > 0 => {
+                Err(core::SendError::NoCredit | core::SendError::Blocked) if waited || sent > 0 => {
                     // What is queued must go out for credit to come back.
                     self.shared.wake_driver.notify_one();
                     if waited {
@@ -567,7 +607,7 @@ impl ReliableChannel {
                     }
                     waited = true;
                 }
-                Err(core::SendError::NoCredit) => waited = true,
+                Err(core::SendError::NoCredit | core::SendError::Blocked) => waited = true,
                 Err(e) => return Err(ReliableSendError::Refused(e)),
             }
         }
@@ -599,7 +639,9 @@ impl ReliableChannel {
                     tokio::task::coop::consume_budget().await;
                     return Ok(());
                 }
-                Err(core::SendError::NoCredit) => {
+                // Out of credit, or a flush is under way: the driver wakes us when credit
+                // returns or the flush ends.
+                Err(core::SendError::NoCredit | core::SendError::Blocked) => {
                     if waited {
                         // What is queued must go out for credit to come back.
                         self.shared.wake_driver.notify_one();
@@ -673,6 +715,24 @@ impl ReliableChannel {
         d
     }
 
+    /// Block and unblock around every view change, and every view installed (see
+    /// [`ChannelEvent`]), from now on. A subscriber that falls more than 64 events behind
+    /// misses the oldest (its receiver says how many).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// True while a flush is under way (or the first view is not installed yet): sends
+    /// wait.
+    pub fn is_blocked(&self) -> bool {
+        self.shared.core().is_blocked()
+    }
+
+    /// The view installed in the channel: the group's, once its flush ended.
+    pub fn view(&self) -> Option<View> {
+        self.shared.core().view().cloned()
+    }
+
     /// Counters of the protocol and the sockets.
     pub fn stats(&self) -> ReliableChannelStats {
         let core = self.shared.core().stats();
@@ -704,6 +764,25 @@ impl ReliableChannel {
 }
 
 impl Shared {
+    /// Takes the core's events: returns whether senders waiting for credit (or for the
+    /// end of a flush) should retry, and passes block and unblock to the application.
+    fn take_events(&self, core: &mut Reliable) -> bool {
+        let mut retry = false;
+        while let Some(event) = core.poll_event() {
+            match event {
+                core::ReliableEvent::CreditAvailable { .. } => retry = true,
+                core::ReliableEvent::Block => {
+                    let _ = self.events.send(ChannelEvent::Block);
+                }
+                core::ReliableEvent::Unblock { view } => {
+                    retry = true;
+                    let _ = self.events.send(ChannelEvent::Unblock { view });
+                }
+            }
+        }
+        retry
+    }
+
     fn mark_closed(&self) {
         self.closed.store(true, Ordering::Release);
         self.credit.notify_waiters();

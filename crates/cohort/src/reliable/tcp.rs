@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use cohort_proto::MemberId;
 use cohort_proto::group::View;
-use cohort_proto::reliable::{Destination, ReliableEvent};
+use cohort_proto::reliable::Destination;
 use cohort_proto::security::Purpose;
 use cohort_proto::wire::cohort::stream::{
     FRAME_PREFIX_LEN, FrameDecoder, Hello, encode_frame, frame_prefix,
@@ -333,9 +333,7 @@ impl Driver {
             while let Some(t) = core.poll_transmit() {
                 self.outgoing.push((t.to, t.datagram));
             }
-            while let Some(ReliableEvent::CreditAvailable { .. }) = core.poll_event() {
-                credit = true;
-            }
+            credit |= self.shared.take_events(&mut core);
             delivered = core.stats().delivered != before;
             deadline = core.poll_timeout();
         }
