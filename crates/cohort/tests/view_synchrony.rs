@@ -61,14 +61,9 @@ async fn the_survivors_of_a_sender_killed_mid_stream_deliver_the_same_messages()
     let ids: [MemberId; 4] = std::array::from_fn(|_| MemberId::random(&mut rng));
     let ports = free_ports::<4>();
     let members: Vec<(MemberId, u16)> = ids.iter().copied().zip(ports).collect();
-    let config = ReliableChannelConfig {
-        port_offset: 0,
-        core: ReliableConfig {
-            deliver_own: false,
-            ..ReliableConfig::lan()
-        },
-        ..ReliableChannelConfig::default()
-    };
+    let config = ReliableChannelConfig::default()
+        .port_offset(0)
+        .core(ReliableConfig::lan().deliver_own(false));
     let (views, _) = tokio::sync::watch::channel(Some(view_of(1, &members)));
     let channels: Vec<ReliableChannel> = ids
         .iter()

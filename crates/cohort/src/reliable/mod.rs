@@ -800,4 +800,5 @@ cohort_proto::config_setters!(ReliableChannelConfig {
     busy_poll: Duration,
     [into] keyring: Option<Keyring>,
     inbound: crate::InboundLimits,
+    view_synchrony: bool,
 });
