@@ -395,7 +395,9 @@ fn nemesis_never_removes_a_member_that_was_not_faulted() {
     use rand::Rng;
     // 2009367: a coordinator resumed from a pause took the answers of members that had
     // moved on as leaves and installed a view of itself and one lagging member.
-    for s in seeds(1_000, 40, &[2_009_367]) {
+    // 5001477: the member taking over from a paused coordinator removed it although it was
+    // heard again before the view went out; the coordinator's own view split the group.
+    for s in seeds(1_000, 40, &[2_009_367, 5_001_477]) {
         let net = lossy(0.02);
         let mut sim = started(s, 7, net);
         let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(s);

@@ -14,6 +14,8 @@ impl Group {
         if !self.view_contains(&id) || id == self.local.id {
             return;
         }
+        // Certain now: a late message of it no longer keeps it.
+        self.confirmed.remove(&id);
         match self.responsible_for(&id) {
             Some(r) if r.id == self.local.id => {
                 if self.gone.insert(id) {
@@ -327,6 +329,7 @@ impl Group {
         for suspect in confirmed {
             info!(member = %suspect, "suspicion confirmed by witnesses");
             self.gone.insert(suspect);
+            self.confirmed.insert(suspect);
             self.accusations.remove(&suspect);
             if let Some(install) = &mut self.install {
                 install.unacked.remove(&suspect);

@@ -211,6 +211,7 @@ impl Group {
         self.suspecting.clear();
         self.accusations.clear();
         self.gone.clear();
+        self.confirmed.clear();
         self.replaced.clear();
         self.pending_joins.clear();
         self.install = None;

@@ -203,6 +203,9 @@ pub struct Group {
     /// Members confirmed gone (dead, left or suspected by enough witnesses), waiting for
     /// the view that removes them.
     gone: HashSet<MemberId>,
+    /// Members in `gone` on witnesses' word alone (not the ring's evidence or their own
+    /// leave): heard again before the view without them is out, they stay.
+    confirmed: HashSet<MemberId>,
     /// Joiners waiting for the next view.
     pending_joins: Vec<GroupMember>,
     /// A view must be installed even without joins or removals (e.g. to renumber it).
@@ -254,6 +257,7 @@ impl Group {
             suspecting: HashMap::new(),
             accusations: HashMap::new(),
             gone: HashSet::new(),
+            confirmed: HashSet::new(),
             pending_joins: Vec::new(),
             reinstall: false,
             batch_due: None,
@@ -328,6 +332,13 @@ impl Group {
         entry.last_heard = now;
         if self.suspecting.remove(&member.id).is_some() {
             debug!(member = %member.id, "suspicion cleared: heard again");
+        }
+        // Witnesses agreed it was dead, but it speaks: it was paused or cut off, and came
+        // back before the view without it went out. Removing it now would split the group
+        // (its own view and ours), and the merge would cost members their ids.
+        if self.confirmed.remove(&member.id) && self.gone.remove(&member.id) {
+            debug!(member = %member.id, "a confirmed suspect was heard again before its removal: kept");
+            self.accusations.remove(&member.id);
         }
         // A coordinator invites a newcomer at once: a joiner then needs no discovery wait.
         if new && self.is_coordinator() && !self.view_contains(&member.id) {

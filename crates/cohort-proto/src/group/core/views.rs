@@ -89,6 +89,7 @@ impl Group {
         self.suspecting.retain(|id, _| view.contains(id));
         self.accusations.retain(|id, _| view.contains(id));
         self.gone.retain(|id| view.contains(id));
+        self.confirmed.retain(|id| view.contains(id));
         self.replaced.retain(|id| view.contains(id));
         self.pending_joins.retain(|j| !view.contains(&j.id));
         self.phase = Phase::Member;
