@@ -117,8 +117,7 @@ pub enum ReliableEvent {
         to: Destination,
     },
     /// A flush began (a view change with
-    /// [`view_synchrony`](super::ReliableConfig::view_synchrony), or
-    /// [`Reliable::start_flush`](super::Reliable::start_flush)): sends fail with
+    /// [`view_synchrony`](super::ReliableConfig::view_synchrony)): sends fail with
     /// [`SendError::Blocked`] until [`ReliableEvent::Unblock`]. Messages of the current
     /// view may still be delivered. Reported once per flush, however often it restarts.
     Block,
