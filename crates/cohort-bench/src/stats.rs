@@ -125,6 +125,10 @@ pub struct Machine {
     pub kernel: String,
     /// The 1, 5 and 15 minute load averages when the benchmark started.
     pub load_at_start: String,
+    /// The CPU scheduler's group of this process and its nice (`/proc/self/autogroup`,
+    /// e.g. "/autogroup-168 nice -10"): with autogroups the CPU is shared between sessions
+    /// first, so this says what share the benchmark asked for.
+    pub autogroup: String,
 }
 
 impl Machine {
@@ -146,15 +150,23 @@ impl Machine {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
             load_at_start: loadavg(),
+            autogroup: std::fs::read_to_string("/proc/self/autogroup")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
         }
     }
 
-    /// One line: "Intel(R) Xeon(R) ..., 2 cores, kernel 6.1.0, load 0.52 0.40 0.33".
+    /// One line: "Intel(R) Xeon(R) ..., 2 cores, kernel 6.1.0, load 0.52 0.40 0.33",
+    /// and the autogroup where there is one.
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{}, {} cores, kernel {}, load {}",
             self.cpu_model, self.cores, self.kernel, self.load_at_start
-        )
+        );
+        if !self.autogroup.is_empty() {
+            line.push_str(&format!(", {}", self.autogroup));
+        }
+        line
     }
 }
 
