@@ -224,6 +224,10 @@ pub struct Reliable {
     /// View synchrony, before the first view: the group's views that list this member, one
     /// of which a flush coordinator installs.
     pending: VecDeque<View>,
+    /// View synchrony, before the first view: when to say again that this member has no
+    /// view (see `flush::Reliable::send_no_view`), and how often it was said.
+    next_notice: Option<Instant>,
+    notices: u32,
 }
 
 impl Reliable {
@@ -273,6 +277,8 @@ impl Reliable {
             acked: None,
             blocked: false,
             pending: VecDeque::new(),
+            next_notice: None,
+            notices: 0,
         })
     }
 
@@ -822,6 +828,7 @@ impl Reliable {
         naks.chain(self.next_stable)
             .chain(self.bundler.next_due(self.config.bundle_linger))
             .chain(self.flushing.as_ref().map(|f| f.next_retry))
+            .chain(self.next_notice)
             .min()
     }
 

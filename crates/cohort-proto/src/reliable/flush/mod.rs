@@ -131,6 +131,8 @@ impl Reliable {
                     self.pending.pop_front();
                 }
                 self.pending.push_back(view.clone());
+                self.notices = 0;
+                self.send_no_view(now);
             }
             return;
         };
@@ -214,6 +216,10 @@ impl Reliable {
     }
 
     pub(super) fn handle_flush_digest(&mut self, from: MemberId, d: &DigestRecord, now: Instant) {
+        if d.source_seq == 0 {
+            self.no_view_from(from, d.target, now);
+            return;
+        }
         if d.source_seq < self.view_seq {
             // The sender missed the end of a flush we installed: tell it again.
             if let Some(v) = &self.view
@@ -594,11 +600,12 @@ impl Reliable {
         }
         self.flushing = None;
         self.acked = None;
+        self.next_notice = None;
         let seq = self.view_seq;
         self.pending.retain(|v| v.id.seq > seq);
         for (origin, e) in cut.into_iter().flatten() {
             if let Some(peer) = self.peers.get_mut(origin) {
-                peer.view_first = Some(e.last + 1);
+                peer.view_first = Some(e.last.saturating_add(1));
             }
         }
         let deliveries = &mut self.deliveries;
@@ -636,8 +643,73 @@ impl Reliable {
         }
     }
 
+    /// A member without a view (one that joined) says so to every member of the newest
+    /// view it waits for, and from then on installs only that view or a later one. The
+    /// group may list a member in a view it never received (it installed the next one
+    /// first); the others would wait for its digest for ever. An empty digest from the
+    /// "view" 0 says it has none: a flush towards that view or an earlier one leaves it
+    /// out of the survivors (it delivered nothing; it will be told to install).
+    fn send_no_view(&mut self, now: Instant) {
+        let Some(newest) = self.pending.back().cloned() else {
+            self.next_notice = None;
+            return;
+        };
+        if self.view.is_some() {
+            self.next_notice = None;
+            return;
+        }
+        self.pending.retain(|v| v.id.seq >= newest.id.seq);
+        for m in newest.ids().filter(|m| *m != self.local) {
+            let buf = self.bundler.buffer(
+                Destination::Member(m),
+                wire::digest_record_len(0),
+                now,
+                &mut self.transmits,
+            );
+            wire::encode_flush_digest(buf, 0, newest.id, 0, &[]);
+        }
+        let backoff = 1 << self.notices.min(MAX_BACKOFF_SHIFT);
+        self.notices = self.notices.saturating_add(1);
+        self.next_notice = Some(now + self.config.flush_retry.saturating_mul(backoff));
+    }
+
+    /// `from` has no view and waits for `target` or a later view: it is no survivor of a
+    /// flush towards `target` or an earlier view.
+    fn no_view_from(&mut self, from: MemberId, target: ViewId, now: Instant) {
+        let local = self.local;
+        let Some(f) = self.flushing.as_mut() else {
+            return;
+        };
+        if target.seq < f.target.id.seq || from == local || !f.survivors.contains(&from) {
+            return;
+        }
+        debug!(%from, to = %f.target.id, "reliable: a survivor without a view is left out");
+        f.survivors.retain(|s| *s != from);
+        let Some(&coordinator) = f.survivors.first() else {
+            return;
+        };
+        let (target, digest) = (f.target.id, f.digest.clone());
+        if coordinator != f.coordinator {
+            // It was the coordinator: the next survivor takes over.
+            f.coordinator = coordinator;
+            f.cut_parts.clear();
+            f.cut_total = None;
+            self.send_digest(now);
+        } else if coordinator == local {
+            // Its digest, or its acknowledgement, may have been the last one missing.
+            if f.computed.is_none() {
+                self.collect_digest(local, target, digest.len() as u32, &digest, now);
+            } else if f.oks.contains(&local) {
+                self.collect_ok(local, target, now);
+            }
+        }
+    }
+
     /// Repeats the digest or the acknowledgement when the coordinator did not answer.
     pub(super) fn flush_timeout(&mut self, now: Instant) {
+        if self.next_notice.is_some_and(|t| t <= now) {
+            self.send_no_view(now);
+        }
         let retry = self.config.flush_retry;
         let Some(f) = self.flushing.as_mut() else {
             return;
@@ -646,7 +718,7 @@ impl Reliable {
             return;
         }
         f.attempt = f.attempt.saturating_add(1);
-        f.next_retry = now + retry * (1 << f.attempt.min(MAX_BACKOFF_SHIFT));
+        f.next_retry = now + retry.saturating_mul(1 << f.attempt.min(MAX_BACKOFF_SHIFT));
         if f.cut.is_none() {
             self.send_digest(now);
         } else if f.ok {

@@ -253,3 +253,46 @@ fn sends_during_a_flush_are_refused_and_a_coordinator_crash_restarts_it() {
     }
     assert!(net.multicast(b, b"b-after").is_ok());
 }
+
+#[test]
+fn forged_flush_records_do_not_panic_and_the_flush_still_completes() {
+    use bytes::BytesMut;
+
+    use crate::wire::cohort::reliable::{DatagramHeader, encode_flush_cut, encode_flush_view};
+
+    let (a, b, c) = (0, 1, 2);
+    let mut net = Net::new(3, true);
+    net.install(&view(1, &[a, b, c]));
+    net.run(100);
+    net.multicast(c, FIVE[0]).unwrap();
+    net.run(5);
+    net.crashed.insert(c);
+    let target = view(2, &[a, b]);
+    net.install(&target);
+    // Before the honest cut: a cut at the limits (an unknown origin, the largest seqnos,
+    // a holder that takes no part) and an install B has not earned, as if from A.
+    let mut d = BytesMut::new();
+    DatagramHeader {
+        sender: id(a),
+        dest: Some(id(b)),
+        view_seq: 1,
+        view_start: 1,
+    }
+    .encode(&mut d);
+    let extremes = [
+        (id(c), 0, u64::MAX, id(a)),
+        (id(a), u64::MAX, u64::MAX, id(c)),
+        (MemberId([9; 16]), 1, 5, id(b)),
+    ];
+    encode_flush_cut(&mut d, target.id, 3, &extremes);
+    encode_flush_view(&mut d, true, target.id);
+    encode_flush_view(&mut d, false, target.id);
+    let _ = net.nodes[b].handle_datagram(id(a), d.freeze(), net.now);
+    net.collect(b);
+    net.run(500);
+    for i in [a, b] {
+        assert_eq!(net.nodes[i].view().map(|v| v.id), Some(target.id));
+    }
+    assert_eq!(net.got(b, c), net.got(a, c));
+    assert_eq!(net.got(b, c).len(), 1);
+}
