@@ -58,7 +58,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct TcpStats {
     /// Connections that completed the hello exchange, reconnections included.
     pub connected: u64,
-    /// Connections that ended after the hello exchange.
+    /// Connections that ended: after the hello exchange, or cut while it was under way.
     pub disconnected: u64,
     /// Connections closed because the hello was malformed, missing or named the wrong
     /// member (or one that should have waited to be called).
@@ -408,9 +408,15 @@ async fn read_hello_of(
             };
             let _ = driver.send(Accepted { hello, conn }).await;
         }
-        Ok(Err(e)) => {
+        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
             debug!(error = %e, "reliable tcp: bad hello");
             count(&shared, |c| c.tcp.bad_hello += 1);
+        }
+        // Closed or reset before its hello was complete: the network or the peer, not a
+        // malformed hello (a cut link does this; the caller dials again).
+        Ok(Err(e)) => {
+            debug!(error = %e, "reliable tcp: connection lost during the hello");
+            count(&shared, |c| c.tcp.disconnected += 1);
         }
         Err(_) => count(&shared, |c| c.tcp.bad_hello += 1),
     }
