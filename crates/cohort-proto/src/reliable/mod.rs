@@ -228,6 +228,9 @@ pub struct Reliable {
     /// view (see `flush::Reliable::send_no_view`), and how often it was said.
     next_notice: Option<Instant>,
     notices: u32,
+    /// View synchrony: survivors left out of the flush because they had no view; they
+    /// start the next view as joiners do.
+    left_out: Vec<MemberId>,
 }
 
 impl Reliable {
@@ -279,6 +282,7 @@ impl Reliable {
             pending: VecDeque::new(),
             next_notice: None,
             notices: 0,
+            left_out: Vec::new(),
         })
     }
 
@@ -645,7 +649,7 @@ impl Reliable {
                 Record::Unicast(data) => self.receive_unicast(from, data, now),
                 Record::Nak(nak) => self.handle_nak(from, &nak, now),
                 Record::Ack { unicast, seqno } => self.handle_ack(from, unicast, seqno),
-                Record::Stable(stable) => self.handle_stable(from, &stable, now),
+                Record::Stable(stable) => self.handle_stable(from, &stable, header.view_seq, now),
                 Record::UnicastHighest { seqno } => self.handle_unicast_highest(from, seqno, now),
             }
         }

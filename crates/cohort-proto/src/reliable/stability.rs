@@ -62,6 +62,7 @@ impl Reliable {
         &mut self,
         from: MemberId,
         stable: &wire::StableRecord,
+        header_seq: u64,
         now: Instant,
     ) {
         let retain = self.config.retain_delivered();
@@ -77,8 +78,11 @@ impl Reliable {
             // Confirm in the next round, so the sender stops announcing the start.
             self.gossip_dirty = true;
             self.schedule_stable(now);
+            // A start is for the view the sender first saw us in: one said in an earlier
+            // view (a member left out of a flush for having no view) is not ours.
             if let Some(peer) = self.peers.get_mut(&from)
                 && peer.mcast_in.is_none()
+                && header_seq >= peer.since_view
             {
                 peer.mcast_in = Some(RecvWindow::new(start, retain, self.max_span));
                 if peer.since_view == self.view_seq {

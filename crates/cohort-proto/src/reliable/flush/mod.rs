@@ -602,6 +602,18 @@ impl Reliable {
         self.acked = None;
         self.next_notice = None;
         let seq = self.view_seq;
+        // Members left out for having no view join this view: what we sent before it is
+        // not theirs.
+        let start = self.view_start;
+        for id in std::mem::take(&mut self.left_out) {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                peer.mcast_in = None;
+                peer.view_first = None;
+                peer.since_view = seq;
+                peer.start_for_it = Some(start);
+                peer.mcast_acked = start - 1;
+            }
+        }
         self.pending.retain(|v| v.id.seq > seq);
         for (origin, e) in cut.into_iter().flatten() {
             if let Some(peer) = self.peers.get_mut(origin) {
@@ -685,6 +697,9 @@ impl Reliable {
         }
         debug!(%from, to = %f.target.id, "reliable: a survivor without a view is left out");
         f.survivors.retain(|s| *s != from);
+        if !self.left_out.contains(&from) {
+            self.left_out.push(from);
+        }
         let Some(&coordinator) = f.survivors.first() else {
             return;
         };
