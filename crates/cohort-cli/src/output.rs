@@ -13,18 +13,10 @@ pub(crate) fn member_json(m: &Member) -> Value {
     json!({ "id": m.id.to_hex(), "host": m.addr.ip().to_string(), "port": m.addr.port() })
 }
 
-/// A view as JSON: `{"view_id","seq","coordinator","members":[{"id","host","port"}]}`.
+/// A view as JSON: `{"view_id","seq","coordinator","members":[{"id","host","port"}]}`,
+/// the same document as the status endpoint's view.
 pub(crate) fn view_json(view: &View) -> Value {
-    json!({
-        "view_id": view.id.to_string(),
-        "seq": view.id.seq,
-        "coordinator": view.id.coordinator.to_hex(),
-        "members": view.members.iter().map(|m| json!({
-            "id": m.id.to_hex(),
-            "host": m.addr.ip().to_string(),
-            "port": m.addr.port(),
-        })).collect::<Vec<_>>(),
-    })
+    serde_json::to_value(crate::status::ViewDoc::of(view)).unwrap_or(Value::Null)
 }
 
 /// A view as text: its id and members, one per line, the coordinator marked.

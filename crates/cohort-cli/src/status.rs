@@ -231,14 +231,15 @@ fn counters(node: &Node) -> Vec<Counter> {
     let s = node.stats();
     let view = node.view();
     let mut out = Vec::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
+    let mut metric = |kind: &str, name: &str, help: &str, value: u64| {
         out.push(Counter {
             name: name.to_string(),
             help: help.to_string(),
-            kind: "counter".to_string(),
+            kind: kind.to_string(),
             value,
         });
     };
+    let mut counter = |name: &str, help: &str, value: u64| metric("counter", name, help, value);
     let m = &s.membership;
     counter(
         "heartbeats_received",
@@ -300,14 +301,7 @@ fn counters(node: &Node) -> Vec<Counter> {
         "Messages refused by the cluster-key check.",
         k.rejected(),
     );
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push(Counter {
-            name: name.to_string(),
-            help: help.to_string(),
-            kind: "gauge".to_string(),
-            value,
-        });
-    };
+    let mut gauge = |name: &str, help: &str, value: u64| metric("gauge", name, help, value);
     gauge("inbound_open", "Channel connections open now.", i.open);
     gauge(
         "inbound_buffered_bytes",

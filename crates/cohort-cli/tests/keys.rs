@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use serde_json::Value;
-use support::cohort::{is_event, member_added, message_from, send_result, view_of};
+use support::cohort::{is_event, loopback_node, member_added, message_from, send_result, view_of};
 use support::{OrPanic, Proc, cohort_bin, secs};
 
 fn node(name: &str, key_file: Option<&std::path::Path>) -> (Proc, String) {
@@ -22,30 +22,11 @@ fn node(name: &str, key_file: Option<&std::path::Path>) -> (Proc, String) {
 }
 
 fn node_on(name: &str, key_file: Option<&std::path::Path>, mcast_port: u16) -> (Proc, String) {
-    let mut cmd = Command::new(cohort_bin());
-    cmd.args([
-        "node",
-        "--json",
-        "--domain",
-        "keys-test",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--mcast-interface",
-        "127.0.0.1",
-        "--mcast-port",
-    ]);
-    cmd.arg(mcast_port.to_string());
-    if let Some(file) = key_file {
-        cmd.arg("--key-file").arg(file);
-    }
-    let proc = Proc::spawn(name, cmd);
-    let started = proc
-        .wait_for(secs(10), |v| is_event(v, "started"))
-        .or_panic(&format!("{name} did not start"));
-    let id = started["id"].as_str().expect("an id").to_owned();
-    (proc, id)
+    let extra: Vec<&std::ffi::OsStr> = match key_file {
+        Some(file) => vec!["--key-file".as_ref(), file.as_os_str()],
+        None => Vec::new(),
+    };
+    loopback_node(name, "keys-test", mcast_port, &extra)
 }
 
 /// The node's status document, from its status endpoint.

@@ -12,30 +12,11 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use serde_json::Value;
-use support::cohort::{is_event, view_of};
+use support::cohort::{is_event, loopback_node, view_of};
 use support::{OrPanic, Proc, cohort_bin, secs};
 
 fn node(name: &str) -> (Proc, String, String) {
-    let mut cmd = Command::new(cohort_bin());
-    cmd.args([
-        "node",
-        "--json",
-        "--domain",
-        "status-test",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--mcast-interface",
-        "127.0.0.1",
-        "--mcast-port",
-        "46630",
-    ]);
-    let proc = Proc::spawn(name, cmd);
-    let started = proc
-        .wait_for(secs(10), |v| is_event(v, "started"))
-        .or_panic(&format!("{name} did not start"));
-    let id = started["id"].as_str().expect("an id").to_owned();
+    let (proc, id) = loopback_node(name, "status-test", 46630, &[]);
     let status = proc
         .wait_for(secs(5), |v| is_event(v, "status"))
         .or_panic("no status endpoint");

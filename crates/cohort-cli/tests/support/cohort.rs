@@ -168,3 +168,35 @@ pub(crate) fn view_of(ids: &[String]) -> impl FnMut(&Value) -> bool + use<> {
 pub(crate) fn any_view(v: &Value) -> bool {
     is_event(v, "view")
 }
+
+/// Starts `cohort node --json` on 127.0.0.1 (any TCP port) in `domain`, heartbeats on
+/// multicast port `mcast_port`, with `extra` arguments; waits for its `started` event and
+/// returns the process and its id.
+pub(crate) fn loopback_node(
+    name: &str,
+    domain: &str,
+    mcast_port: u16,
+    extra: &[&std::ffi::OsStr],
+) -> (Proc, String) {
+    let mut cmd = std::process::Command::new(cohort_bin());
+    cmd.args([
+        "node",
+        "--json",
+        "--domain",
+        domain,
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args(["--mcast-interface", "127.0.0.1", "--mcast-port"])
+    .arg(mcast_port.to_string())
+    .args(extra);
+    let proc = Proc::spawn(name, cmd);
+    let started = match proc.wait_for(Duration::from_secs(10), |v| is_event(v, "started")) {
+        Ok(v) => v,
+        Err(e) => panic!("{name}: cohort node did not start: {e}"),
+    };
+    let id = started["id"].as_str().expect("an id").to_owned();
+    (proc, id)
+}
