@@ -10,13 +10,7 @@ fn ms(n: u64) -> Duration {
 }
 
 fn lossy(loss: f64) -> NetConfig {
-    NetConfig {
-        loss,
-        duplicate: loss / 2.0,
-        min_delay: Duration::from_micros(200),
-        max_delay: ms(5),
-        ..NetConfig::default()
-    }
+    NetConfig::lossy(loss)
 }
 
 fn started(seed: u64, nodes: usize, net: NetConfig) -> Sim {

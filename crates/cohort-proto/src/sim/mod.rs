@@ -105,6 +105,20 @@ pub(crate) struct NetConfig {
     pub(crate) backlog_replay: f64,
 }
 
+impl NetConfig {
+    /// A LAN that loses `loss` of the datagrams and duplicates half as many, with
+    /// 0.2-5 ms of delay: the network most tests run on.
+    pub(crate) fn lossy(loss: f64) -> Self {
+        Self {
+            loss,
+            duplicate: loss / 2.0,
+            min_delay: Duration::from_micros(200),
+            max_delay: Duration::from_millis(5),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for NetConfig {
     fn default() -> Self {
         Self {

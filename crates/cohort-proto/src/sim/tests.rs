@@ -45,13 +45,7 @@ fn for_seeds(base: u64, runs: u64, run: impl Fn(u64)) {
 }
 
 fn lossy(loss: f64) -> NetConfig {
-    NetConfig {
-        loss,
-        duplicate: loss / 2.0,
-        min_delay: Duration::from_micros(200),
-        max_delay: ms(5),
-        ..NetConfig::default()
-    }
+    NetConfig::lossy(loss)
 }
 
 /// `nodes` nodes started together, in one view, with the reliable layer installed.
